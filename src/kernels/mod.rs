@@ -1,0 +1,15 @@
+//! Optimized compute kernels for inference.
+//!
+//! Kernels know slices, strides and packed panels, never models or layers:
+//! nothing here imports from the graph code. Each kernel family has a plain
+//! reference implementation and a per-ISA implementation chosen once at
+//! plan time from [`Isa`].
+
+pub mod depthwise;
+pub mod epilogue;
+pub mod isa;
+pub mod pointwise;
+pub mod stem;
+
+pub use epilogue::Epilogue;
+pub use isa::Isa;

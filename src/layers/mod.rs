@@ -1,0 +1,23 @@
+//! Plain reference layers (forward only).
+//!
+//! Each function here is the most direct transcription of its formula, with
+//! explicit shape checks and no cleverness: these are the oracles that the
+//! optimized kernels in [`crate::kernels`] and the fused inference plan are
+//! tested against. Clarity beats speed; sums are accumulated in f64.
+//!
+//! Image tensors are NHWC; weights use PyTorch layouts (OIHW for
+//! convolutions, `[out, in]` for the classifier).
+
+pub mod activation;
+pub mod batch_norm;
+pub mod conv;
+pub mod linear;
+pub mod pooling;
+pub mod softmax;
+
+pub use activation::{Activation, activate, relu, relu6};
+pub use batch_norm::{BatchNorm, batch_norm};
+pub use conv::{Conv2dParams, Padding, PaddingMode, conv_output_size, conv2d};
+pub use linear::fully_connected;
+pub use pooling::global_avg_pool;
+pub use softmax::softmax;
