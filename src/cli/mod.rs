@@ -1,0 +1,68 @@
+//! Command-line parsing and dispatch. Every failure becomes one readable
+//! line on stderr and a non-zero exit code: 2 for bad input (arguments,
+//! configurations, files), 1 for anything else. Never a panic or backtrace.
+
+mod format;
+mod paper;
+mod separable;
+mod summary;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Exit code for bad arguments or input, the same clap uses for usage errors.
+const EXIT_BAD_INPUT: u8 = 2;
+/// Exit code for failures of the environment (I/O and the like).
+const EXIT_FAILURE: u8 = 1;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "mobilenet",
+    version,
+    about = "MobileNet v1 (Howard et al. 2017) from scratch: inspect, cost, run",
+    long_about = None
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Per-layer table of a MobileNet (paper Table 1) with shapes and costs.
+    Summary(summary::Args),
+    /// Our exact counts beside the figures the paper prints.
+    Paper(paper::Args),
+    /// Standard vs depthwise-separable cost of one layer.
+    Separable(separable::Args),
+}
+
+/// Parses the arguments, runs the command and maps errors to exit codes.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => {
+            // --help and --version print to stdout and succeed; usage
+            // errors print clap's message and exit 2.
+            let _ = err.print();
+            return ExitCode::from(if err.use_stderr() { EXIT_BAD_INPUT } else { 0 });
+        }
+    };
+    let result = match cli.command {
+        Command::Summary(args) => summary::run(&args),
+        Command::Paper(args) => paper::run(&args),
+        Command::Separable(args) => separable::run(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::from(if err.is_bad_input() {
+                EXIT_BAD_INPUT
+            } else {
+                EXIT_FAILURE
+            })
+        }
+    }
+}
