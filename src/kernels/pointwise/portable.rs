@@ -1,0 +1,101 @@
+//! Plain-Rust pointwise micro-kernel for any CPU.
+//!
+//! No intrinsics: the tile of accumulators is a fixed-size array and the
+//! innermost loop runs over a fixed number of columns, which LLVM turns into
+//! vector multiply-adds for whatever baseline the crate is compiled for.
+
+use super::{PackedPointwise, for_each_tile, panel_width, row_block};
+use crate::kernels::Epilogue;
+
+/// Columns per full panel.
+pub(super) const NR: usize = 8;
+/// Rows per full tile.
+const MR: usize = 4;
+
+/// Computes all `rows` rows; lengths were checked by the caller.
+pub(super) fn run(
+    pk: &PackedPointwise,
+    input: &[f32],
+    output: &mut [f32],
+    rows: usize,
+    ep: Epilogue,
+) {
+    let (k, n) = (pk.k, pk.n);
+    let panels = pk.panels();
+    let npanels = n.div_ceil(NR);
+    let mc = row_block(k, MR);
+    let mut m0 = 0;
+    while m0 < rows {
+        let mb = mc.min(rows - m0);
+        for p in 0..npanels {
+            let n0 = p * NR;
+            let width = panel_width(n, NR, p);
+            let cols = (n - n0).min(width);
+            let panel = &panels[p * k * NR..][..k * width];
+            let bias = &pk.bias[n0..][..width];
+            for_each_tile(mb, MR, |r0, h| {
+                let r = m0 + r0;
+                let t = Tile {
+                    k,
+                    a: &input[r * k..(r + h) * k],
+                    c: &mut output[r * n..(r + h) * n],
+                    ldc: n,
+                    n0,
+                    cols,
+                    ep,
+                };
+                if width == NR {
+                    dispatch::<NR>(h, t, panel, bias);
+                } else {
+                    dispatch::<{ NR / 2 }>(h, t, panel, bias);
+                }
+            });
+        }
+        m0 += mb;
+    }
+}
+
+/// One output tile: `a` holds its rows of the input, `c` its rows of the
+/// output, of which columns `n0..n0 + cols` are written.
+struct Tile<'a> {
+    k: usize,
+    a: &'a [f32],
+    c: &'a mut [f32],
+    ldc: usize,
+    n0: usize,
+    cols: usize,
+    ep: Epilogue,
+}
+
+fn dispatch<const W: usize>(h: usize, t: Tile<'_>, panel: &[f32], bias: &[f32]) {
+    match h {
+        1 => tile::<1, W>(t, panel, bias),
+        2 => tile::<2, W>(t, panel, bias),
+        3 => tile::<3, W>(t, panel, bias),
+        4 => tile::<4, W>(t, panel, bias),
+        _ => unreachable!("tile height {h} > MR"),
+    }
+}
+
+#[inline(always)]
+fn tile<const R: usize, const W: usize>(t: Tile<'_>, panel: &[f32], bias: &[f32]) {
+    let k = t.k;
+    let a_rows: [&[f32]; R] = std::array::from_fn(|i| &t.a[i * k..][..k]);
+    let mut acc = [[0.0f32; W]; R];
+    for (kk, b) in panel.chunks_exact(W).take(k).enumerate() {
+        let b: &[f32; W] = b.try_into().expect("chunk of W");
+        for i in 0..R {
+            let x = a_rows[i][kk];
+            for j in 0..W {
+                acc[i][j] += x * b[j];
+            }
+        }
+    }
+    let bias = &bias[..W];
+    for (i, acc_row) in acc.iter().enumerate() {
+        let out = &mut t.c[i * t.ldc + t.n0..][..t.cols];
+        for ((o, &s), &b) in out.iter_mut().zip(acc_row).zip(bias) {
+            *o = t.ep.apply(s + b);
+        }
+    }
+}
