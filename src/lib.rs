@@ -15,7 +15,10 @@
 //! ```
 
 pub mod cost;
+pub mod engine;
 pub mod error;
+pub mod formats;
+pub mod image;
 pub mod kernels;
 pub mod layers;
 pub mod model;

@@ -1,0 +1,359 @@
+//! Compiling a network into an execution plan.
+
+use crate::cost::LayerCost;
+use crate::engine::fold::fold_batch_norm;
+use crate::error::{Error, Result};
+use crate::kernels::depthwise::{Conv3x3Geometry, PackedDepthwise3x3};
+use crate::kernels::pointwise::PackedPointwise;
+use crate::kernels::stem::PackedStemConv3x3;
+use crate::kernels::{Epilogue, Isa};
+use crate::layers::Activation;
+use crate::model::architecture::numel;
+use crate::model::{LayerKind, LayerSpec, MobileNet};
+
+/// Choices made when compiling a [`Plan`]. The defaults are the fastest.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PlanOptions {
+    /// Instruction set for every kernel; `None` picks the best this CPU has
+    /// (lowered by the `MOBILENET_ISA` environment variable).
+    pub isa: Option<Isa>,
+    /// Run each depthwise conv and the pointwise conv after it together,
+    /// band of rows by band of rows, so the depthwise output is read back
+    /// from cache instead of memory.
+    pub fuse_separable: bool,
+    /// Target size of one band of depthwise output, in bytes.
+    pub band_bytes: usize,
+    /// Fuse only blocks whose output has at least this many rows: smaller
+    /// maps are split across threads better pixel by pixel.
+    pub min_fused_rows: usize,
+}
+
+impl Default for PlanOptions {
+    fn default() -> Self {
+        PlanOptions {
+            isa: None,
+            fuse_separable: true,
+            band_bytes: 48 << 10,
+            min_fused_rows: 8,
+        }
+    }
+}
+
+/// What one step of a plan is, for profiles and reports.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StepInfo {
+    /// The layer's name, or `conv_dw_N+conv_pw_N` for a fused block.
+    pub name: String,
+    /// The layer kinds it computes.
+    pub kinds: Vec<LayerKind>,
+    /// Mult-adds of one image.
+    pub mult_adds: u64,
+    /// Input shape `[H, W, C]`.
+    pub input: [usize; 3],
+    /// Output shape `[H, W, C]`.
+    pub output: [usize; 3],
+}
+
+/// The kernel work of one step.
+#[derive(Debug)]
+pub(crate) enum Op {
+    /// A full 3x3 conv (the stem; the blocks of Conv MobileNet).
+    Conv3x3 {
+        kernel: PackedStemConv3x3,
+        geom: Conv3x3Geometry,
+    },
+    Depthwise {
+        kernel: PackedDepthwise3x3,
+        geom: Conv3x3Geometry,
+    },
+    Pointwise {
+        kernel: PackedPointwise,
+        pixels: usize,
+    },
+    /// Depthwise then pointwise over bands of `band_rows` output rows.
+    Separable {
+        depthwise: PackedDepthwise3x3,
+        geom: Conv3x3Geometry,
+        pointwise: PackedPointwise,
+        band_rows: usize,
+    },
+    /// Global average pool, then the classifier as a 1-row GEMM.
+    PoolClassifier {
+        pixels: usize,
+        channels: usize,
+        fc: PackedPointwise,
+    },
+}
+
+#[derive(Debug)]
+pub(crate) struct Step {
+    pub info: StepInfo,
+    pub op: Op,
+    pub in_len: usize,
+    pub out_len: usize,
+}
+
+/// A network compiled for fast inference: BN folded, activations fused,
+/// weights packed for one instruction set, buffers sized. Immutable; share
+/// it between threads, each with its own [`Workspace`](crate::engine::Workspace).
+#[derive(Debug)]
+pub struct Plan {
+    pub(crate) isa: Isa,
+    pub(crate) epilogue: Epilogue,
+    pub(crate) steps: Vec<Step>,
+    input_shape: [usize; 3],
+    classes: usize,
+    activation_len: usize,
+    band_len: usize,
+    pooled_len: usize,
+}
+
+impl Plan {
+    /// Compiles `net`. Fails if `options.isa` names an instruction set this
+    /// CPU lacks.
+    pub fn compile(net: &MobileNet, options: &PlanOptions) -> Result<Plan> {
+        let isa = match options.isa {
+            Some(isa) if !isa.is_supported() => {
+                return Err(Error::InvalidConfig(format!(
+                    "this CPU does not support the {isa} instruction set"
+                )));
+            }
+            Some(isa) => isa,
+            None => Isa::detect(),
+        };
+        let epilogue = match net.config().activation {
+            Activation::Relu => Epilogue::RELU,
+            Activation::Relu6 => Epilogue::RELU6,
+            Activation::Identity => Epilogue::IDENTITY,
+        };
+        let specs = net.architecture().layers();
+        let mut convs = net.convs().iter();
+        let mut next_conv = |name: &str| {
+            convs
+                .next()
+                .map(fold_batch_norm)
+                .ok_or_else(|| Error::Shape(format!("{name}: no weights")))
+        };
+        let mut steps = Vec::new();
+        let mut band_len = 0;
+        let mut i = 0;
+        while i < specs.len() {
+            let spec = &specs[i];
+            let (step, consumed) = match spec.kind {
+                LayerKind::Conv => {
+                    let f = next_conv(&spec.name)?;
+                    let kernel = PackedStemConv3x3::pack(
+                        isa,
+                        &f.weight,
+                        &f.bias,
+                        spec.input[2],
+                        spec.output[2],
+                    )?;
+                    let op = Op::Conv3x3 {
+                        kernel,
+                        geom: geometry(spec)?,
+                    };
+                    (step(vec![spec], op), 1)
+                }
+                LayerKind::Depthwise => {
+                    let dw = next_conv(&spec.name)?;
+                    let depthwise =
+                        PackedDepthwise3x3::pack(isa, &dw.weight, &dw.bias, spec.input[2])?;
+                    let geom = geometry(spec)?;
+                    let next = specs.get(i + 1).filter(|n| n.kind == LayerKind::Pointwise);
+                    match next {
+                        Some(pw_spec)
+                            if options.fuse_separable && geom.out_h >= options.min_fused_rows =>
+                        {
+                            let pw = next_conv(&pw_spec.name)?;
+                            let pointwise = pointwise_kernel(isa, pw_spec, &pw.weight, &pw.bias)?;
+                            let row = geom.out_w * spec.input[2];
+                            let band_rows =
+                                (options.band_bytes / 4 / row.max(1)).clamp(1, geom.out_h);
+                            band_len = band_len.max(band_rows * row);
+                            let op = Op::Separable {
+                                depthwise,
+                                geom,
+                                pointwise,
+                                band_rows,
+                            };
+                            (step(vec![spec, pw_spec], op), 2)
+                        }
+                        _ => (
+                            step(
+                                vec![spec],
+                                Op::Depthwise {
+                                    kernel: depthwise,
+                                    geom,
+                                },
+                            ),
+                            1,
+                        ),
+                    }
+                }
+                LayerKind::Pointwise => {
+                    let f = next_conv(&spec.name)?;
+                    let kernel = pointwise_kernel(isa, spec, &f.weight, &f.bias)?;
+                    let pixels = spec.output[0] * spec.output[1];
+                    (step(vec![spec], Op::Pointwise { kernel, pixels }), 1)
+                }
+                LayerKind::GlobalAvgPool => {
+                    let fc_spec = specs
+                        .get(i + 1)
+                        .filter(|n| n.kind == LayerKind::FullyConnected)
+                        .ok_or_else(|| Error::Shape("global pool without a classifier".into()))?;
+                    let classifier = net.classifier();
+                    let (channels, classes) = (fc_spec.input[2], fc_spec.output[2]);
+                    let fc = PackedPointwise::pack(
+                        isa,
+                        classifier.weight.data(),
+                        classifier.bias.data(),
+                        channels,
+                        classes,
+                    )?;
+                    let pixels = spec.input[0] * spec.input[1];
+                    let op = Op::PoolClassifier {
+                        pixels,
+                        channels,
+                        fc,
+                    };
+                    (step(vec![spec, fc_spec], op), 2)
+                }
+                // The plan outputs logits; softmax is the caller's choice.
+                LayerKind::Softmax => break,
+                LayerKind::FullyConnected => {
+                    return Err(Error::Shape(format!(
+                        "{}: a classifier must follow the global pool",
+                        spec.name
+                    )));
+                }
+            };
+            steps.push(step);
+            i += consumed;
+        }
+        match steps.last() {
+            Some(Step {
+                op: Op::PoolClassifier { .. },
+                ..
+            }) => {}
+            _ => {
+                return Err(Error::Shape(
+                    "the network must end with pool + classifier".into(),
+                ));
+            }
+        }
+        let r = net.config().resolution;
+        let input_shape = [r, r, 3];
+        let activation_len = steps
+            .iter()
+            .flat_map(|s| [s.in_len, s.out_len])
+            .max()
+            .unwrap_or(0);
+        let pooled_len = steps
+            .iter()
+            .map(|s| match s.op {
+                Op::PoolClassifier { channels, .. } => channels,
+                _ => 0,
+            })
+            .max()
+            .unwrap_or(0);
+        Ok(Plan {
+            isa,
+            epilogue,
+            steps,
+            input_shape,
+            classes: net.config().classes,
+            activation_len,
+            band_len,
+            pooled_len,
+        })
+    }
+
+    /// The instruction set every kernel of the plan uses.
+    pub fn isa(&self) -> Isa {
+        self.isa
+    }
+
+    /// One image's input shape `[H, W, 3]` (NHWC without the batch).
+    pub fn input_shape(&self) -> [usize; 3] {
+        self.input_shape
+    }
+
+    /// Elements of one input image.
+    pub fn input_len(&self) -> usize {
+        self.input_shape.iter().product()
+    }
+
+    /// Number of logits per image.
+    pub fn classes(&self) -> usize {
+        self.classes
+    }
+
+    /// The steps, in execution order.
+    pub fn steps(&self) -> impl ExactSizeIterator<Item = &StepInfo> {
+        self.steps.iter().map(|s| &s.info)
+    }
+
+    /// Mult-adds of one image.
+    pub fn mult_adds(&self) -> u64 {
+        self.steps.iter().map(|s| s.info.mult_adds).sum()
+    }
+
+    /// Element counts of the scratch buffers: activation, band, pooled.
+    pub(crate) fn scratch_sizes(&self) -> [usize; 3] {
+        [self.activation_len, self.band_len.max(1), self.pooled_len]
+    }
+}
+
+fn step(specs: Vec<&LayerSpec>, op: Op) -> Step {
+    let (first, last) = (specs[0], specs[specs.len() - 1]);
+    let output = last.output;
+    let out_len = match op {
+        Op::PoolClassifier { .. } => last.output[2],
+        _ => numel(output) as usize,
+    };
+    Step {
+        info: StepInfo {
+            name: specs
+                .iter()
+                .map(|s| s.name.as_str())
+                .collect::<Vec<_>>()
+                .join("+"),
+            kinds: specs.iter().map(|s| s.kind).collect(),
+            mult_adds: specs.iter().map(|s| LayerCost::of(s).mult_adds).sum(),
+            input: first.input,
+            output,
+        },
+        op,
+        in_len: numel(first.input) as usize,
+        out_len,
+    }
+}
+
+fn geometry(spec: &LayerSpec) -> Result<Conv3x3Geometry> {
+    if spec.kernel != 3 {
+        return Err(Error::InvalidConfig(format!(
+            "{}: the engine runs 3x3 convolutions only, got {}x{}",
+            spec.name, spec.kernel, spec.kernel
+        )));
+    }
+    let p = spec.padding;
+    Conv3x3Geometry::new(
+        spec.input[0],
+        spec.input[1],
+        spec.stride,
+        p.top,
+        p.bottom,
+        p.left,
+        p.right,
+    )
+}
+
+fn pointwise_kernel(
+    isa: Isa,
+    spec: &LayerSpec,
+    weight: &[f32],
+    bias: &[f32],
+) -> Result<PackedPointwise> {
+    PackedPointwise::pack(isa, weight, bias, spec.input[2], spec.output[2])
+}

@@ -1,0 +1,68 @@
+//! `Plan::run` allocates nothing: a counting global allocator sees no
+//! allocation during runs once the workspace exists and the thread pool has
+//! warmed up.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use mobilenet::engine::{Parallelism, Plan, PlanOptions, Workspace};
+use mobilenet::model::{MobileNet, MobileNetConfig};
+
+struct Counting;
+
+static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: forwards every call to the system allocator unchanged; only
+// counts.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::SeqCst);
+        // SAFETY: same contract as our caller's.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as our caller's.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::SeqCst);
+        // SAFETY: same contract as our caller's.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+#[test]
+fn run_allocates_nothing() {
+    let cfg = MobileNetConfig {
+        alpha: 0.5,
+        resolution: 96,
+        classes: 10,
+        ..Default::default()
+    };
+    let net = MobileNet::random(&cfg, 1).unwrap();
+    let plan = Plan::compile(&net, &PlanOptions::default()).unwrap();
+    for threads in [1, 2] {
+        for batch in [1, 4] {
+            let par = Parallelism::new(threads).unwrap();
+            let mut ws = Workspace::new(&plan, &par);
+            let input = vec![0.25f32; batch * plan.input_len()];
+            let mut logits = vec![0.0f32; batch * plan.classes()];
+            // Warm-up: the pool's threads start and settle.
+            for _ in 0..3 {
+                plan.run(&input, batch, &mut logits, &mut ws, &par).unwrap();
+            }
+            let before = ALLOCATIONS.load(Ordering::SeqCst);
+            for _ in 0..10 {
+                plan.run(&input, batch, &mut logits, &mut ws, &par).unwrap();
+            }
+            let during = ALLOCATIONS.load(Ordering::SeqCst) - before;
+            assert_eq!(
+                during, 0,
+                "threads {threads} batch {batch}: {during} allocations"
+            );
+        }
+    }
+}
