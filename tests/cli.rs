@@ -167,3 +167,114 @@ fn huge_resolution_says_how_much_memory_it_would_need() {
     assert!(err.contains("TiB"), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
 }
+
+#[test]
+fn bench_json_has_the_documented_schema() {
+    let args = [
+        "bench",
+        "--alpha",
+        "0.25",
+        "--resolution",
+        "64",
+        "--runs",
+        "3",
+        "--warmup",
+        "1",
+        "--batch",
+        "2",
+        "--threads",
+        "2",
+        "--json",
+    ];
+    let out = mobilenet(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(v["alpha"], 0.25);
+    assert_eq!(v["resolution"], 64);
+    assert_eq!(v["batch"], 2);
+    assert_eq!(v["threads"], 2);
+    assert!(["portable", "avx2", "avx512"].contains(&v["isa"].as_str().unwrap()));
+    let (p10, median, p90) = (
+        v["p10_ms"].as_f64().unwrap(),
+        v["median_ms"].as_f64().unwrap(),
+        v["p90_ms"].as_f64().unwrap(),
+    );
+    assert!(0.0 < p10 && p10 <= median && median <= p90);
+    let images_per_s = v["images_per_s"].as_f64().unwrap();
+    assert!((images_per_s - 2.0 / (median / 1e3)).abs() < 1e-6 * images_per_s);
+    assert!(v["gflops"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn profile_lists_every_layer_with_its_share() {
+    let args = [
+        "profile",
+        "--alpha",
+        "0.25",
+        "--resolution",
+        "64",
+        "--runs",
+        "3",
+        "--warmup",
+        "1",
+        "--isa",
+        "portable",
+        "--json",
+    ];
+    let out = mobilenet(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(v["isa"], "portable");
+    let layers = v["layers"].as_array().unwrap();
+    // 27 convolutions, then pool + classifier as one step.
+    assert_eq!(layers.len(), 28);
+    assert_eq!(layers[1]["name"], "conv_dw_1");
+    let share: f64 = layers
+        .iter()
+        .map(|l| l["time_percent"].as_f64().unwrap())
+        .sum();
+    assert!((share - 100.0).abs() < 1e-6);
+    let mult_adds: u64 = layers
+        .iter()
+        .map(|l| l["mult_adds"].as_u64().unwrap())
+        .sum();
+    let summary: Value = serde_json::from_str(&stdout(&mobilenet(&[
+        "summary",
+        "--alpha",
+        "0.25",
+        "--resolution",
+        "64",
+        "--json",
+    ])))
+    .unwrap();
+    assert_eq!(mult_adds, summary["total"]["mult_adds"].as_u64().unwrap());
+    let text = stdout(&mobilenet(&[
+        "profile",
+        "--alpha",
+        "0.25",
+        "--resolution",
+        "64",
+        "--runs",
+        "2",
+        "--fused",
+    ]));
+    assert!(text.contains("conv_dw_1+conv_pw_1"), "{text}");
+}
+
+#[test]
+fn bad_engine_arguments_exit_2() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["bench", "--threads", "0"], "threads"),
+        (&["bench", "--batch", "0"], "batch"),
+        (&["bench", "--runs", "0"], "runs"),
+        (&["bench", "--isa", "sse9"], "unknown ISA"),
+        (&["bench", "--alpha", "0"], "alpha"),
+        (&["profile", "--resolution", "8"], "at least 32"),
+    ];
+    for (args, message) in cases {
+        let out = mobilenet(args);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(message), "{args:?}: {err}");
+    }
+}

@@ -2,8 +2,11 @@
 //! line on stderr and a non-zero exit code: 2 for bad input (arguments,
 //! configurations, files), 1 for anything else. Never a panic or backtrace.
 
+mod bench;
+mod engine_args;
 mod format;
 mod paper;
+mod profile;
 mod separable;
 mod summary;
 
@@ -36,6 +39,10 @@ enum Command {
     Paper(paper::Args),
     /// Standard vs depthwise-separable cost of one layer.
     Separable(separable::Args),
+    /// Latency and throughput of the inference engine on this machine.
+    Bench(bench::Args),
+    /// Time per layer beside mult-adds per layer.
+    Profile(profile::Args),
 }
 
 /// Parses the arguments, runs the command and maps errors to exit codes.
@@ -53,6 +60,8 @@ pub fn main() -> ExitCode {
         Command::Summary(args) => summary::run(&args),
         Command::Paper(args) => paper::run(&args),
         Command::Separable(args) => separable::run(&args),
+        Command::Bench(args) => bench::run(&args),
+        Command::Profile(args) => profile::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,114 @@
+//! Options shared by the commands that run the engine (`bench`, `profile`).
+
+use mobilenet::Result;
+use mobilenet::engine::{Parallelism, Plan, PlanOptions, Workspace};
+use mobilenet::kernels::Isa;
+use mobilenet::model::{MobileNet, MobileNetConfig};
+
+/// Most timed runs we accept (the samples are kept in memory).
+const MAX_RUNS: usize = 1_000_000;
+/// Largest batch we accept before even trying to allocate it.
+const MAX_BATCH: usize = 65_536;
+
+#[derive(clap::Args, Debug)]
+pub struct EngineArgs {
+    /// Width multiplier α of the (randomly initialised) network.
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
+    pub alpha: f64,
+    /// Input resolution in pixels.
+    #[arg(long, default_value_t = 224)]
+    pub resolution: usize,
+    /// Number of classes.
+    #[arg(long, default_value_t = 1000)]
+    pub classes: usize,
+    /// Images per run.
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
+    /// Threads.
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// Timed runs.
+    #[arg(long, default_value_t = 100)]
+    pub runs: usize,
+    /// Untimed runs first.
+    #[arg(long, default_value_t = 10)]
+    pub warmup: usize,
+    /// Instruction set (portable, avx2, avx512); the best available by default.
+    #[arg(long)]
+    pub isa: Option<Isa>,
+    /// Do not fuse each depthwise conv with the pointwise conv after it.
+    #[arg(long)]
+    pub no_fuse: bool,
+}
+
+/// A compiled plan with everything needed to run it.
+pub struct Prepared {
+    pub config: MobileNetConfig,
+    pub plan: Plan,
+    pub par: Parallelism,
+    pub workspace: Workspace,
+    pub input: Vec<f32>,
+    pub logits: Vec<f32>,
+}
+
+impl EngineArgs {
+    /// Checks the numbers, builds a random network and compiles it.
+    pub fn prepare(&self, fuse_by_default: bool) -> Result<Prepared> {
+        let bad = |msg: String| Err(mobilenet::Error::InvalidConfig(msg));
+        if self.batch == 0 || self.batch > MAX_BATCH {
+            return bad(format!(
+                "batch must be between 1 and {MAX_BATCH}, got {}",
+                self.batch
+            ));
+        }
+        if self.runs == 0 || self.runs > MAX_RUNS {
+            return bad(format!(
+                "runs must be between 1 and {MAX_RUNS}, got {}",
+                self.runs
+            ));
+        }
+        if self.warmup > MAX_RUNS {
+            return bad(format!(
+                "warmup must be at most {MAX_RUNS}, got {}",
+                self.warmup
+            ));
+        }
+        let config = MobileNetConfig {
+            alpha: self.alpha,
+            resolution: self.resolution,
+            classes: self.classes,
+            ..Default::default()
+        };
+        let net = MobileNet::random(&config, 0)?;
+        let options = PlanOptions {
+            isa: self.isa,
+            fuse_separable: fuse_by_default && !self.no_fuse,
+            ..Default::default()
+        };
+        let plan = Plan::compile(&net, &options)?;
+        let par = Parallelism::new(self.threads)?;
+        let workspace = Workspace::new(&plan, &par);
+        // A fixed pattern in [-1, 1], like a normalised image.
+        let input = (0..self.batch * plan.input_len())
+            .map(|i| ((i * 7919) % 2001) as f32 / 1000.0 - 1.0)
+            .collect();
+        let logits = vec![0.0; self.batch * plan.classes()];
+        Ok(Prepared {
+            config,
+            plan,
+            par,
+            workspace,
+            input,
+            logits,
+        })
+    }
+}
+
+/// The `q`-quantile (0..=1) of sorted samples, by nearest rank.
+pub fn quantile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let index = ((sorted.len() - 1) as f64 * q).round() as usize;
+    sorted[index.min(sorted.len() - 1)]
+}
