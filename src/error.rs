@@ -22,6 +22,15 @@ pub enum Error {
     #[error("too large: {0}")]
     TooLarge(String),
 
+    /// A model file is malformed, damaged or describes something we do not
+    /// support (unknown operators, wrong tensor shapes, offsets out of range).
+    #[error("model format error: {0}")]
+    Format(String),
+
+    /// An image could not be decoded or has an unusable size.
+    #[error("image error: {0}")]
+    Image(String),
+
     /// Reading or writing a file failed.
     #[error("{path}: {source}")]
     Io {
@@ -38,7 +47,11 @@ impl Error {
     pub fn is_bad_input(&self) -> bool {
         matches!(
             self,
-            Error::Shape(_) | Error::InvalidConfig(_) | Error::TooLarge(_)
+            Error::Shape(_)
+                | Error::InvalidConfig(_)
+                | Error::TooLarge(_)
+                | Error::Format(_)
+                | Error::Image(_)
         )
     }
 }

@@ -1,0 +1,26 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+/// The `shared/` data folder beside the checkout (models, photos, reference
+/// outputs), or `None` when it is absent, after saying that the calling test
+/// is skipped. With `MOBILENET_REQUIRE_SHARED=1` (set by `.ci/run`) a
+/// missing folder fails the test instead, so CI always runs these tests.
+/// `MOBILENET_SHARED` overrides the location.
+pub fn shared_dir(test: &str) -> Option<PathBuf> {
+    let dir = std::env::var_os("MOBILENET_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared"));
+    if dir.join("README.md").is_file() {
+        return Some(dir);
+    }
+    if std::env::var("MOBILENET_REQUIRE_SHARED").is_ok_and(|v| v == "1") {
+        panic!(
+            "{test}: shared data folder {} is required but missing",
+            dir.display()
+        );
+    }
+    eprintln!("SKIPPED {test}: no shared data folder at {}", dir.display());
+    None
+}
