@@ -5,7 +5,13 @@
 //! [`Error::Format`](crate::Error::Format), never by panicking or by
 //! allocating what a header claims without checking it against the file.
 
+pub mod labels;
+pub mod npy;
+pub mod onnx;
+pub mod safetensors;
+pub mod tfjs;
 pub mod tflite;
+pub mod torch;
 
 use crate::model::MobileNet;
 

@@ -1,0 +1,1 @@
+//! tfjs (being written).

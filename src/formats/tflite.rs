@@ -1,1 +1,0 @@
-//! TFLite import (being written).
