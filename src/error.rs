@@ -31,6 +31,11 @@ pub enum Error {
     #[error("image error: {0}")]
     Image(String),
 
+    /// A download failed: no connection, a timeout, an HTTP error status or
+    /// a response cut short. The environment's fault, not the caller's.
+    #[error("network error: {0}")]
+    Network(String),
+
     /// Reading or writing a file failed.
     #[error("{path}: {source}")]
     Io {

@@ -17,6 +17,7 @@
 pub mod cost;
 pub mod engine;
 pub mod error;
+pub mod fetch;
 pub mod formats;
 pub mod image;
 pub mod kernels;
