@@ -5,11 +5,13 @@
 //! reference implementation and a per-ISA implementation chosen once at
 //! plan time from [`Isa`].
 
+pub mod aligned;
 pub mod depthwise;
 pub mod epilogue;
 pub mod isa;
 pub mod pointwise;
 pub mod stem;
 
+pub use aligned::AlignedBuf;
 pub use epilogue::Epilogue;
 pub use isa::Isa;

@@ -9,7 +9,8 @@ use super::kernel::{self, DwJob, DwTarget, RowCtx};
 use super::simd::Simd;
 
 /// Marker for the AVX-512F instruction set (only used after detection;
-/// AVX-512 kernels also use AVX2 + FMA, which `pack` checks too).
+/// the AVX-512 kernels also use AVX-512VL, AVX2 and FMA, which `pack`
+/// checks too).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Avx512;
 
@@ -71,7 +72,7 @@ impl Simd for Avx512 {
 /// Output rows per tile group at stride 1 and 2 (AVX-512: 32 registers: 9 weights, a 3-vector
 /// window and `R * T = 16` accumulators).
 const R1: usize = 2;
-const R2: usize = 1;
+const R2: usize = 2;
 
 /// Tile width for AVX-512.
 const T: usize = 7;
@@ -79,12 +80,12 @@ const T: usize = 7;
 /// The AVX-512 depthwise tiles (AVX2 vectors for a tail of <= 8 channels).
 pub(crate) struct Avx512Dw;
 
-/// A run of tiles, compiled on its own with AVX-512F (+ AVX2, FMA).
+/// A run of tiles, compiled on its own with AVX-512F/VL (+ AVX2, FMA).
 ///
 /// # Safety
-/// The CPU supports AVX-512F, AVX2 and FMA, plus `kernel::tile_blocks`'
+/// The CPU supports AVX-512F/VL, AVX2 and FMA, plus `kernel::tile_blocks`'
 /// contract.
-#[target_feature(enable = "avx512f,avx2,fma")]
+#[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
 #[inline(never)]
 unsafe fn tiles<const T: usize, const STRIDE: usize, const EDGE: bool>(
     ctx: &RowCtx,
@@ -101,12 +102,12 @@ unsafe fn tiles<const T: usize, const STRIDE: usize, const EDGE: bool>(
     }
 }
 
-/// One bounds-checked pixel column, compiled with AVX-512F (+ AVX2, FMA).
+/// One bounds-checked pixel column, compiled with AVX-512F/VL (+ AVX2, FMA).
 ///
 /// # Safety
-/// The CPU supports AVX-512F, AVX2 and FMA, plus `kernel::pixel_blocks`'
+/// The CPU supports AVX-512F/VL, AVX2 and FMA, plus `kernel::pixel_blocks`'
 /// contract.
-#[target_feature(enable = "avx512f,avx2,fma")]
+#[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
 #[inline(never)]
 unsafe fn pixel(ctx: &RowCtx, x: usize) {
     // SAFETY: forwarded contract; the features are enabled here.
@@ -124,7 +125,7 @@ impl DwTarget for Avx512Dw {
         x: usize,
         count: usize,
     ) {
-        // SAFETY: this type is only used after AVX-512F/AVX2/FMA detection.
+        // SAFETY: this type is only used after AVX-512F/VL, AVX2 and FMA detection.
         unsafe { tiles::<T, STRIDE, EDGE>(ctx, x, count) }
     }
 
@@ -138,7 +139,7 @@ impl DwTarget for Avx512Dw {
 /// Runs the depthwise driver with AVX-512 vectors.
 ///
 /// # Safety
-/// The CPU supports AVX-512F, AVX2 and FMA, and `job` passed `run_band`'s
+/// The CPU supports AVX-512F/VL, AVX2 and FMA, and `job` passed `run_band`'s
 /// checks (packed 16 lanes wide).
 pub(super) unsafe fn depthwise(job: DwJob<'_>) {
     // SAFETY: forwarded contract.

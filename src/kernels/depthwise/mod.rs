@@ -25,8 +25,8 @@ pub(crate) mod simd;
 use std::ops::Range;
 
 use crate::error::{Error, Result};
+use crate::kernels::AlignedBuf;
 use crate::kernels::{Epilogue, Isa};
-use simd::AlignedBuf;
 
 pub use reference::depthwise3x3_reference;
 
@@ -223,6 +223,7 @@ pub(crate) fn check_isa(isa: Isa) -> Result<()> {
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512 => {
             isa.is_supported()
+                && std::arch::is_x86_feature_detected!("avx512vl")
                 && std::arch::is_x86_feature_detected!("avx2")
                 && std::arch::is_x86_feature_detected!("fma")
         }
@@ -413,7 +414,7 @@ impl PackedDepthwise3x3 {
             // lengths and geometry were checked above.
             Isa::Avx2Fma => unsafe { avx2::depthwise(job) },
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: `pack` checked AVX-512F, AVX2 and FMA; the job was
+            // SAFETY: `pack` checked AVX-512F/VL, AVX2 and FMA; the job was
             // checked above.
             Isa::Avx512 => unsafe { avx512::depthwise(job) },
             #[cfg(not(target_arch = "x86_64"))]

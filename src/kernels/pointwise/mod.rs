@@ -46,7 +46,7 @@ mod reference;
 pub use reference::pointwise_reference;
 
 use crate::error::{Result, shape_err};
-use crate::kernels::{Epilogue, Isa};
+use crate::kernels::{AlignedBuf, Epilogue, Isa};
 
 /// Weights and bias of one pointwise convolution, packed for one ISA's
 /// micro-kernel.
@@ -238,41 +238,6 @@ fn for_each_tile(rows: usize, mr: usize, mut f: impl FnMut(usize, usize)) {
         let h = base + usize::from(t < extra);
         f(r0, h);
         r0 += h;
-    }
-}
-
-/// A `Vec<f32>` whose visible part starts on a 64-byte boundary, so that
-/// every row of a packed panel is one aligned cache line (or two).
-#[derive(Debug)]
-struct AlignedBuf {
-    buf: Vec<f32>,
-    offset: usize,
-    len: usize,
-}
-
-impl AlignedBuf {
-    const ALIGN_FLOATS: usize = 64 / size_of::<f32>();
-
-    fn zeros(len: usize) -> Self {
-        let buf = vec![0.0f32; len + Self::ALIGN_FLOATS];
-        let offset = buf.as_ptr().align_offset(64).min(Self::ALIGN_FLOATS);
-        AlignedBuf { buf, offset, len }
-    }
-
-    fn as_slice(&self) -> &[f32] {
-        &self.buf[self.offset..][..self.len]
-    }
-
-    fn as_mut_slice(&mut self) -> &mut [f32] {
-        &mut self.buf[self.offset..][..self.len]
-    }
-}
-
-impl Clone for AlignedBuf {
-    fn clone(&self) -> Self {
-        let mut out = AlignedBuf::zeros(self.len);
-        out.as_mut_slice().copy_from_slice(self.as_slice());
-        out
     }
 }
 

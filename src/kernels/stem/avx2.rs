@@ -8,7 +8,8 @@ use crate::kernels::depthwise::avx2::Avx2;
 /// # Safety
 /// The CPU supports AVX2 and FMA, and `job` passed `run_band`'s checks.
 #[target_feature(enable = "avx2,fma")]
+#[inline(never)] // also called from the AVX-512 entry: keep this codegen
 pub(super) unsafe fn stem(job: StemJob<'_>) {
     // SAFETY: forwarded contract; the features are enabled on this function.
-    unsafe { kernel::run::<Avx2, 4, 8>(job) }
+    unsafe { kernel::run::<Avx2, 12, 6, 0>(job) }
 }

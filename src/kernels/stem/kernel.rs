@@ -2,8 +2,8 @@
 //! vector ISA.
 //!
 //! Vectorised over output channels: per output row, channel groups of
-//! `NV` vectors (2 while at least that many channels remain) -> left border
-//! pixels -> interior tiles of `T` output pixels -> right border pixels.
+//! `NV <= 3` vectors -> left border pixels -> interior tiles of `T` output
+//! pixels -> right border pixels.
 //! In a tile, each of the `9 * C_in` taps loads its `NV` weight vectors once
 //! and broadcasts one input value per pixel, feeding `T * NV` accumulators.
 //! Packed weights are `[ky][kx][ci][C_out padded]`, so that for a fixed `ky`
@@ -58,15 +58,19 @@ struct RowCtx {
     hi: f32,
 }
 
-/// Runs the whole job with groups of 2 vectors in tiles of `T2` pixels and
-/// single vectors in tiles of `T1` pixels.
+/// Runs the whole job. Output channels go in groups of up to 3 vectors
+/// (at most 2 when `T3 == 0`): a group of `NV` vectors uses tiles of `T1`,
+/// `T2` or `T3` pixels, so that the `NV * T` accumulators fill the register
+/// file and hide the FMA latency.
 ///
 /// # Safety
 /// The CPU supports `S`; the job's lengths agree with its geometry (as
 /// checked by `PackedStemConv3x3::run_band`), `padded` is a multiple of
 /// `S::LANES`, and `geom.validate()` holds.
 #[inline(always)]
-pub(crate) unsafe fn run<S: Simd, const T2: usize, const T1: usize>(job: StemJob<'_>) {
+pub(crate) unsafe fn run<S: Simd, const T1: usize, const T2: usize, const T3: usize>(
+    job: StemJob<'_>,
+) {
     let g = job.geom;
     let row_len = g.out_w * job.c_out;
     let input = job.input.as_ptr();
@@ -103,16 +107,22 @@ pub(crate) unsafe fn run<S: Simd, const T2: usize, const T1: usize>(job: StemJob
         let mut c0 = 0;
         while c0 < job.c_out {
             let rem = job.c_out - c0;
-            if rem > S::LANES {
-                // SAFETY: channels c0 .. c0 + 2 * LANES are within `padded`;
-                // stores are limited to the `rem` real ones.
-                unsafe { group::<S, 2, T2>(&ctx, c0, rem.min(2 * S::LANES)) };
-                c0 += 2 * S::LANES;
-            } else {
-                // SAFETY: as above, one vector.
-                unsafe { group::<S, 1, T1>(&ctx, c0, rem) };
-                c0 += S::LANES;
+            let l = S::LANES;
+            // Vectors in this group: all that remain up to 3 (2 without
+            // 3-vector tiles), else 2.
+            let nv = match rem.div_ceil(l) {
+                n @ 1..=2 => n,
+                3 if T3 > 0 => 3,
+                _ => 2,
+            };
+            // SAFETY (all groups): channels c0 .. c0 + nv * LANES are within
+            // `padded`; stores are limited to the real ones.
+            match nv {
+                1 => unsafe { group::<S, 1, T1>(&ctx, c0, rem) },
+                2 => unsafe { group::<S, 2, T2>(&ctx, c0, rem.min(2 * l)) },
+                _ => unsafe { group::<S, 3, T3>(&ctx, c0, rem) },
             }
+            c0 += nv * l;
         }
     }
 }

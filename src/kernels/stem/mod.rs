@@ -17,7 +17,7 @@ mod reference;
 use std::ops::Range;
 
 use crate::error::{Error, Result};
-use crate::kernels::depthwise::simd::AlignedBuf;
+use crate::kernels::AlignedBuf;
 use crate::kernels::depthwise::{check_band, check_epilogue, check_isa, pad_lanes};
 use crate::kernels::{Epilogue, Isa};
 
@@ -185,7 +185,7 @@ impl PackedStemConv3x3 {
             // lengths and geometry were checked above.
             Isa::Avx2Fma => unsafe { avx2::stem(job) },
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: `pack` checked AVX-512F, AVX2 and FMA; the job was
+            // SAFETY: `pack` checked AVX-512F/VL, AVX2 and FMA; the job was
             // checked above.
             Isa::Avx512 => unsafe { avx512::stem(job) },
             #[cfg(not(target_arch = "x86_64"))]

@@ -7,5 +7,5 @@ use crate::kernels::depthwise::portable::Portable;
 pub(super) fn stem(job: StemJob<'_>) {
     // SAFETY: `job` was validated by `PackedStemConv3x3::run_band`, and the
     // portable "ISA" runs on every CPU.
-    unsafe { kernel::run::<Portable, 2, 4>(job) }
+    unsafe { kernel::run::<Portable, 4, 2, 0>(job) }
 }
