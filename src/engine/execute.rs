@@ -11,7 +11,7 @@ use crate::engine::plan::{Op, Plan, Step};
 use crate::engine::workspace::Lane;
 use crate::engine::{Parallelism, Workspace};
 use crate::error::{Error, Result};
-use crate::kernels::Epilogue;
+use crate::kernels::{AlignedBuf, Epilogue};
 
 impl Plan {
     /// Computes the logits `[batch, classes]` of `batch` images
@@ -129,12 +129,13 @@ impl Plan {
         image: &[f32],
         logits: &mut [f32],
         lane: &mut Lane,
-        bands: &mut [Vec<f32>],
+        bands: &mut [AlignedBuf],
         mut times: Option<&mut [Duration]>,
     ) -> Result<()> {
         let Lane { ping, pong, pooled } = lane;
-        let mut current: &mut [f32] = ping;
-        let mut next: &mut [f32] = pong;
+        let mut current: &mut [f32] = ping.as_mut_slice();
+        let mut next: &mut [f32] = pong.as_mut_slice();
+        let pooled = pooled.as_mut_slice();
         for (i, step) in self.steps.iter().enumerate() {
             let start = times.is_some().then(Instant::now);
             let source: &[f32] = if i == 0 {
@@ -166,7 +167,7 @@ impl Plan {
         step: &Step,
         src: &[f32],
         dst: &mut [f32],
-        bands: &mut [Vec<f32>],
+        bands: &mut [AlignedBuf],
     ) -> Result<()> {
         let epilogue = self.epilogue;
         match &step.op {
@@ -222,14 +223,14 @@ fn split<F>(
     dst: &mut [f32],
     units: usize,
     unit_len: usize,
-    bands: &mut [Vec<f32>],
+    bands: &mut [AlignedBuf],
     work: F,
 ) -> Result<()>
 where
     F: Fn(Range<usize>, &mut [f32], &mut [f32]) -> Result<()> + Sync,
 {
     if bands.len() <= 1 || units <= 1 {
-        return work(0..units, dst, &mut bands[0]);
+        return work(0..units, dst, bands[0].as_mut_slice());
     }
     let per_part = units.div_ceil(bands.len());
     dst.par_chunks_mut(per_part * unit_len)
@@ -237,7 +238,11 @@ where
         .enumerate()
         .try_for_each(|(p, (out, band))| {
             let start = p * per_part;
-            work(start..(start + per_part).min(units), out, band)
+            work(
+                start..(start + per_part).min(units),
+                out,
+                band.as_mut_slice(),
+            )
         })
 }
 

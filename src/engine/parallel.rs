@@ -43,7 +43,7 @@ impl Parallelism {
 
     /// Runs `f` inside the pool (so rayon's parallel iterators in `f` use
     /// it), or directly on this thread for one thread.
-    pub(crate) fn install<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+    pub fn install<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
         match &self.pool {
             Some(pool) => pool.install(f),
             None => f(),

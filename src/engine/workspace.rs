@@ -1,16 +1,18 @@
 //! Caller-owned scratch memory for [`Plan::run`](crate::engine::Plan::run):
 //! everything a run writes besides its output, sized once so that running
-//! allocates nothing.
+//! allocates nothing. Every buffer starts on a cache line (see
+//! [`AlignedBuf`]).
 
 use crate::engine::{Parallelism, Plan};
+use crate::kernels::AlignedBuf;
 
 /// The buffers of one thread running whole images: two activations used in
 /// turn (each layer reads one and writes the other) and the pooled features.
 #[derive(Debug)]
 pub(crate) struct Lane {
-    pub ping: Vec<f32>,
-    pub pong: Vec<f32>,
-    pub pooled: Vec<f32>,
+    pub ping: AlignedBuf,
+    pub pong: AlignedBuf,
+    pub pooled: AlignedBuf,
 }
 
 /// Scratch memory for running a [`Plan`] with a given [`Parallelism`].
@@ -18,7 +20,7 @@ pub(crate) struct Lane {
 pub struct Workspace {
     pub(crate) lanes: Vec<Lane>,
     /// One band of depthwise output per thread (fused separable blocks).
-    pub(crate) bands: Vec<Vec<f32>>,
+    pub(crate) bands: Vec<AlignedBuf>,
     /// The plan sizes this workspace was made for, to refuse another plan.
     pub(crate) sizes: [usize; 3],
 }
@@ -30,12 +32,14 @@ impl Workspace {
         let [activation, band, pooled] = sizes;
         let lanes = (0..par.threads())
             .map(|_| Lane {
-                ping: vec![0.0; activation],
-                pong: vec![0.0; activation],
-                pooled: vec![0.0; pooled],
+                ping: AlignedBuf::zeros(activation),
+                pong: AlignedBuf::zeros(activation),
+                pooled: AlignedBuf::zeros(pooled),
             })
             .collect();
-        let bands = (0..par.threads()).map(|_| vec![0.0; band]).collect();
+        let bands = (0..par.threads())
+            .map(|_| AlignedBuf::zeros(band))
+            .collect();
         Workspace {
             lanes,
             bands,
