@@ -3,8 +3,13 @@
 //! configurations, files), 1 for anything else. Never a panic or backtrace.
 
 mod bench;
+mod classify;
+mod convert;
 mod engine_args;
+mod features;
+mod fetch;
 mod format;
+mod model_args;
 mod paper;
 mod profile;
 mod separable;
@@ -43,6 +48,14 @@ enum Command {
     Bench(bench::Args),
     /// Time per layer beside mult-adds per layer.
     Profile(profile::Args),
+    /// Classify images with a pretrained model.
+    Classify(classify::Args),
+    /// Write the activations of a layer as .npy files.
+    Features(features::Args),
+    /// Convert a model to our safetensors format or to ONNX.
+    Convert(convert::Args),
+    /// Download a published checkpoint into the cache.
+    Fetch(fetch::Args),
 }
 
 /// Parses the arguments, runs the command and maps errors to exit codes.
@@ -62,6 +75,10 @@ pub fn main() -> ExitCode {
         Command::Separable(args) => separable::run(&args),
         Command::Bench(args) => bench::run(&args),
         Command::Profile(args) => profile::run(&args),
+        Command::Classify(args) => classify::run(&args),
+        Command::Features(args) => features::run(&args),
+        Command::Convert(args) => convert::run(&args),
+        Command::Fetch(args) => fetch::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -6,12 +6,15 @@
 //! allocating what a header claims without checking it against the file.
 
 pub mod labels;
+pub mod load;
 pub mod npy;
 pub mod onnx;
 pub mod safetensors;
 pub mod tfjs;
 pub mod tflite;
 pub mod torch;
+
+pub use load::load_model;
 
 use crate::model::MobileNet;
 

@@ -1,0 +1,46 @@
+//! `mobilenet convert`: any model we read into our format or ONNX.
+
+use std::path::PathBuf;
+
+use crate::cli::model_args::ModelArgs;
+use mobilenet::formats::labels::read_labels;
+use mobilenet::formats::onnx::{OnnxExportOptions, export_onnx};
+use mobilenet::formats::safetensors::save_model;
+use mobilenet::{Error, Result};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The model to read (any format `classify` reads).
+    input: String,
+    /// Where to write: `.onnx` for ONNX, anything else for our safetensors format.
+    output: PathBuf,
+    /// Second file of a two-part TFLite model.
+    #[arg(long)]
+    head: Option<PathBuf>,
+    /// Labels to store in the output.
+    #[arg(long)]
+    labels: Option<PathBuf>,
+}
+
+pub fn run(args: &Args) -> Result<()> {
+    let model_args = ModelArgs {
+        model: Some(args.input.clone()),
+        head: args.head.clone(),
+        cache: None,
+    };
+    let mut loaded = model_args.load()?;
+    if let Some(path) = &args.labels {
+        loaded.metadata.labels = Some(read_labels(path)?);
+    }
+    if args.output.extension().is_some_and(|e| e == "onnx") {
+        let bytes = export_onnx(&loaded.net, &loaded.metadata, &OnnxExportOptions::default())?;
+        std::fs::write(&args.output, bytes).map_err(|source| Error::Io {
+            path: args.output.display().to_string(),
+            source,
+        })?;
+    } else {
+        save_model(&loaded, &args.output)?;
+    }
+    println!("{} -> {}", args.input, args.output.display());
+    Ok(())
+}
