@@ -78,9 +78,12 @@ fn check(cfg: &MobileNetConfig, batch: usize, thread_counts: &[usize]) {
     let reference = net.forward(&x).unwrap();
     for isa in Isa::supported() {
         for fuse_separable in [true, false] {
+            // Split every step across the threads, however small, so that
+            // the parallel paths are exercised on small test networks too.
             let options = PlanOptions {
                 isa: Some(isa),
                 fuse_separable,
+                min_parallel_mult_adds: 0,
                 ..Default::default()
             };
             for &threads in thread_counts {
@@ -126,6 +129,12 @@ fn engine_matches_reference_across_batches_and_threads() {
     for batch in [1, 2, 3, 5] {
         check(&cfg, batch, &[1, 2, 3]);
     }
+    // The default options, which keep small steps on one thread.
+    let net = network(&cfg, 11);
+    let x = images(2, 64, 3);
+    let reference = net.forward(&x).unwrap();
+    let got = engine_logits(&net, &x, &PlanOptions::default(), 2);
+    assert_close(&reference, &got, "default options");
 }
 
 #[test]

@@ -39,6 +39,15 @@ pub struct EngineArgs {
     /// Do not fuse each depthwise conv with the pointwise conv after it.
     #[arg(long)]
     pub no_fuse: bool,
+    /// Tuning: bytes of depthwise output per fused band, in KiB.
+    #[arg(long, hide_short_help = true)]
+    pub band_kib: Option<usize>,
+    /// Tuning: fuse only blocks with at least this many output rows.
+    #[arg(long, hide_short_help = true)]
+    pub min_fused_rows: Option<usize>,
+    /// Tuning: split only steps with at least this many mult-adds across threads.
+    #[arg(long, hide_short_help = true)]
+    pub min_parallel_mult_adds: Option<u64>,
 }
 
 /// A compiled plan with everything needed to run it.
@@ -80,10 +89,17 @@ impl EngineArgs {
             ..Default::default()
         };
         let net = MobileNet::random(&config, 0)?;
+        let defaults = PlanOptions::default();
         let options = PlanOptions {
             isa: self.isa,
             fuse_separable: fuse_by_default && !self.no_fuse,
-            ..Default::default()
+            band_bytes: self
+                .band_kib
+                .map_or(defaults.band_bytes, |k| k.saturating_mul(1024)),
+            min_fused_rows: self.min_fused_rows.unwrap_or(defaults.min_fused_rows),
+            min_parallel_mult_adds: self
+                .min_parallel_mult_adds
+                .unwrap_or(defaults.min_parallel_mult_adds),
         };
         let plan = Plan::compile(&net, &options)?;
         let par = Parallelism::new(self.threads)?;

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
 
-use crate::engine::plan::{Op, Plan, Step};
+use crate::engine::plan::{CLASSIFIER_BLOCK, Op, Plan, Step};
 use crate::engine::workspace::Lane;
 use crate::engine::{Parallelism, Workspace};
 use crate::error::{Error, Result};
@@ -150,7 +150,28 @@ impl Plan {
             } = &step.op
             {
                 global_average(source, *pixels, *channels, pooled);
-                fc.run(pooled, logits, 1, Epilogue::IDENTITY)?;
+                let features: &[f32] = &pooled[..*channels];
+                let bands = if step.parallel {
+                    &mut *bands
+                } else {
+                    &mut bands[..1]
+                };
+                // Every block but the last has CLASSIFIER_BLOCK classes, so
+                // block b's logits start at b * CLASSIFIER_BLOCK.
+                split(
+                    logits,
+                    fc.len(),
+                    CLASSIFIER_BLOCK,
+                    bands,
+                    |blocks, out, _| {
+                        for (b, block) in fc[blocks].iter().enumerate() {
+                            let start = b * CLASSIFIER_BLOCK;
+                            let out = &mut out[start..start + block.n()];
+                            block.run(features, out, 1, Epilogue::IDENTITY)?;
+                        }
+                        Ok(())
+                    },
+                )?;
             } else {
                 self.run_step(step, source, &mut next[..step.out_len], bands)?;
                 std::mem::swap(&mut current, &mut next);
@@ -170,6 +191,11 @@ impl Plan {
         bands: &mut [AlignedBuf],
     ) -> Result<()> {
         let epilogue = self.epilogue;
+        let bands = if step.parallel {
+            bands
+        } else {
+            &mut bands[..1]
+        };
         match &step.op {
             Op::Conv3x3 { kernel, geom } => {
                 let row = geom.out_w * kernel.c_out();

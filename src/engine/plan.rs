@@ -11,6 +11,11 @@ use crate::layers::Activation;
 use crate::model::architecture::numel;
 use crate::model::{LayerKind, LayerSpec, MobileNet};
 
+/// Classes per packed block of the classifier. At batch 1 the classifier
+/// is bound by reading its weights (4 MB for 1000 classes x 1024), so the
+/// blocks are split across threads.
+pub(crate) const CLASSIFIER_BLOCK: usize = 256;
+
 /// Choices made when compiling a [`Plan`]. The defaults are the fastest.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PlanOptions {
@@ -26,6 +31,9 @@ pub struct PlanOptions {
     /// Fuse only blocks whose output has at least this many rows: smaller
     /// maps are split across threads better pixel by pixel.
     pub min_fused_rows: usize,
+    /// Split a step across threads only if it has at least this many
+    /// mult-adds: below that, waking another thread costs more than it saves.
+    pub min_parallel_mult_adds: u64,
 }
 
 impl Default for PlanOptions {
@@ -35,6 +43,7 @@ impl Default for PlanOptions {
             fuse_separable: true,
             band_bytes: 48 << 10,
             min_fused_rows: 8,
+            min_parallel_mult_adds: 1_000_000,
         }
     }
 }
@@ -77,17 +86,20 @@ pub(crate) enum Op {
         pointwise: PackedPointwise,
         band_rows: usize,
     },
-    /// Global average pool, then the classifier as a 1-row GEMM.
+    /// Global average pool, then the classifier as 1-row GEMMs over
+    /// blocks of [`CLASSIFIER_BLOCK`] classes.
     PoolClassifier {
         pixels: usize,
         channels: usize,
-        fc: PackedPointwise,
+        fc: Vec<PackedPointwise>,
     },
 }
 
 #[derive(Debug)]
 pub(crate) struct Step {
     pub info: StepInfo,
+    /// Whether the step is worth splitting across threads.
+    pub parallel: bool,
     pub op: Op,
     pub in_len: usize,
     pub out_len: usize,
@@ -204,13 +216,22 @@ impl Plan {
                         .ok_or_else(|| Error::Shape("global pool without a classifier".into()))?;
                     let classifier = net.classifier();
                     let (channels, classes) = (fc_spec.input[2], fc_spec.output[2]);
-                    let fc = PackedPointwise::pack(
-                        isa,
-                        classifier.weight.data(),
-                        classifier.bias.data(),
-                        channels,
-                        classes,
-                    )?;
+                    // Packed in blocks of classes, so that threads can share
+                    // the weight stream of a one-image batch.
+                    let (weight, bias) = (classifier.weight.data(), classifier.bias.data());
+                    let fc = (0..classes)
+                        .step_by(CLASSIFIER_BLOCK)
+                        .map(|c0| {
+                            let c1 = (c0 + CLASSIFIER_BLOCK).min(classes);
+                            PackedPointwise::pack(
+                                isa,
+                                &weight[c0 * channels..c1 * channels],
+                                &bias[c0..c1],
+                                channels,
+                                c1 - c0,
+                            )
+                        })
+                        .collect::<Result<Vec<_>>>()?;
                     let pixels = spec.input[0] * spec.input[1];
                     let op = Op::PoolClassifier {
                         pixels,
@@ -228,6 +249,8 @@ impl Plan {
                     )));
                 }
             };
+            let mut step = step;
+            step.parallel = step.info.mult_adds >= options.min_parallel_mult_adds;
             steps.push(step);
             i += consumed;
         }
@@ -324,6 +347,7 @@ fn step(specs: Vec<&LayerSpec>, op: Op) -> Step {
             input: first.input,
             output,
         },
+        parallel: true,
         op,
         in_len: numel(first.input) as usize,
         out_len,
