@@ -170,6 +170,35 @@ impl Conv3x3Geometry {
         checked_len(&[self.out_h, self.out_w, channels])
     }
 
+    /// The rows `rows` of a whole `[out_h, out_w, channels]` output buffer,
+    /// checking the buffer's length and the range (`what` names the kernel
+    /// in the error).
+    pub fn output_band<'a>(
+        &self,
+        output: &'a mut [f32],
+        channels: usize,
+        rows: &Range<usize>,
+        what: &str,
+    ) -> Result<&'a mut [f32]> {
+        let total = self.output_len(channels)?;
+        if output.len() != total {
+            return Err(Error::Shape(format!(
+                "{what} output [{}, {}, {channels}] needs {total} elements, got {}",
+                self.out_h,
+                self.out_w,
+                output.len()
+            )));
+        }
+        if rows.start > rows.end || rows.end > self.out_h {
+            return Err(Error::Shape(format!(
+                "output rows {rows:?} are not a range within 0..{}",
+                self.out_h
+            )));
+        }
+        let row_len = self.out_w * channels;
+        Ok(&mut output[rows.start * row_len..rows.end * row_len])
+    }
+
     /// Input rows of the three taps of output row `oy` (`None` = padding).
     pub(crate) fn tap_rows(&self, oy: usize) -> [Option<usize>; 3] {
         let top = oy * self.stride;
@@ -349,24 +378,7 @@ impl PackedDepthwise3x3 {
         rows: Range<usize>,
         epilogue: Epilogue,
     ) -> Result<()> {
-        let total = geom.output_len(self.channels)?;
-        if output.len() != total {
-            return Err(Error::Shape(format!(
-                "depthwise output [{}, {}, {}] needs {total} elements, got {}",
-                geom.out_h,
-                geom.out_w,
-                self.channels,
-                output.len()
-            )));
-        }
-        if rows.start > rows.end || rows.end > geom.out_h {
-            return Err(Error::Shape(format!(
-                "output rows {rows:?} are not a range within 0..{}",
-                geom.out_h
-            )));
-        }
-        let row_len = geom.out_w * self.channels;
-        let band = &mut output[rows.start * row_len..rows.end * row_len];
+        let band = geom.output_band(output, self.channels, &rows, "depthwise")?;
         self.run_band(input, band, geom, rows, epilogue)
     }
 

@@ -118,24 +118,7 @@ impl PackedStemConv3x3 {
         rows: Range<usize>,
         epilogue: Epilogue,
     ) -> Result<()> {
-        let total = geom.output_len(self.c_out)?;
-        if output.len() != total {
-            return Err(Error::Shape(format!(
-                "stem output [{}, {}, {}] needs {total} elements, got {}",
-                geom.out_h,
-                geom.out_w,
-                self.c_out,
-                output.len()
-            )));
-        }
-        if rows.start > rows.end || rows.end > geom.out_h {
-            return Err(Error::Shape(format!(
-                "output rows {rows:?} are not a range within 0..{}",
-                geom.out_h
-            )));
-        }
-        let row_len = geom.out_w * self.c_out;
-        let band = &mut output[rows.start * row_len..rows.end * row_len];
+        let band = geom.output_band(output, self.c_out, &rows, "stem")?;
         self.run_band(input, band, geom, rows, epilogue)
     }
 
