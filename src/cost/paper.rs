@@ -84,173 +84,179 @@ pub enum PaperTable {
 /// assert!(rows.iter().all(|r| r.matches));
 /// ```
 pub fn reproduce(table: u8) -> Result<PaperTable> {
-    let model = |model, variant, alpha, resolution, accuracy, mult_adds, params, note| {
-        model_row(
-            model,
-            MobileNetConfig {
-                alpha,
-                resolution,
-                variant,
-                ..Default::default()
-            },
-            (accuracy, mult_adds, params),
-            note,
-        )
-    };
-    use Variant::{Conv, MobileNet, Shallow};
-    let (title, rows) = match table {
-        2 => return table2(),
-        4 => (
-            "Depthwise Separable vs Full Convolution MobileNet",
-            vec![
-                model(
-                    "Conv MobileNet",
-                    Conv,
-                    1.0,
-                    224,
-                    71.7,
-                    4866.0,
-                    29.3,
-                    Some(CONV_NOTE),
-                )?,
-                model("MobileNet", MobileNet, 1.0, 224, 70.6, 569.0, 4.2, None)?,
-            ],
-        ),
-        5 => (
-            "Narrow vs Shallow MobileNet",
-            vec![
-                model(
-                    "0.75 MobileNet",
-                    MobileNet,
-                    0.75,
-                    224,
-                    68.4,
-                    325.0,
-                    2.6,
-                    None,
-                )?,
-                model(
-                    "Shallow MobileNet",
-                    Shallow,
-                    1.0,
-                    224,
-                    65.3,
-                    307.0,
-                    2.9,
-                    None,
-                )?,
-            ],
-        ),
-        6 => (
-            "MobileNet Width Multiplier",
-            vec![
-                model(
-                    "1.0 MobileNet-224",
-                    MobileNet,
-                    1.0,
-                    224,
-                    70.6,
-                    569.0,
-                    4.2,
-                    None,
-                )?,
-                model(
-                    "0.75 MobileNet-224",
-                    MobileNet,
-                    0.75,
-                    224,
-                    68.4,
-                    325.0,
-                    2.6,
-                    None,
-                )?,
-                model(
-                    "0.5 MobileNet-224",
-                    MobileNet,
-                    0.5,
-                    224,
-                    63.7,
-                    149.0,
-                    1.3,
-                    None,
-                )?,
-                model(
-                    "0.25 MobileNet-224",
-                    MobileNet,
-                    0.25,
-                    224,
-                    50.6,
-                    41.0,
-                    0.5,
-                    None,
-                )?,
-            ],
-        ),
-        7 => (
-            "MobileNet Resolution",
-            vec![
-                model(
-                    "1.0 MobileNet-224",
-                    MobileNet,
-                    1.0,
-                    224,
-                    70.6,
-                    569.0,
-                    4.2,
-                    None,
-                )?,
-                model(
-                    "1.0 MobileNet-192",
-                    MobileNet,
-                    1.0,
-                    192,
-                    69.1,
-                    418.0,
-                    4.2,
-                    None,
-                )?,
-                model(
-                    "1.0 MobileNet-160",
-                    MobileNet,
-                    1.0,
-                    160,
-                    67.2,
-                    290.0,
-                    4.2,
-                    None,
-                )?,
-                model(
-                    "1.0 MobileNet-128",
-                    MobileNet,
-                    1.0,
-                    128,
-                    64.4,
-                    186.0,
-                    4.2,
-                    None,
-                )?,
-            ],
-        ),
+    if table == 2 {
+        return table2();
+    }
+    let title = match table {
+        4 => "Depthwise Separable vs Full Convolution MobileNet",
+        5 => "Narrow vs Shallow MobileNet",
+        6 => "MobileNet Width Multiplier",
+        7 => "MobileNet Resolution",
         _ => {
             return Err(Error::InvalidConfig(format!(
                 "the paper has no table {table} we reproduce (choose one of 2, 4, 5, 6, 7)"
             )));
         }
     };
+    let rows = PAPER_MODELS
+        .iter()
+        .filter(|m| m.table == table)
+        .map(model_row)
+        .collect::<Result<Vec<_>>>()?;
     Ok(PaperTable::Models { table, title, rows })
 }
+
+/// One model row as the paper prints it.
+struct PaperModel {
+    table: u8,
+    model: &'static str,
+    variant: Variant,
+    alpha: f64,
+    resolution: usize,
+    accuracy: f64,
+    mult_adds_millions: f64,
+    params_millions: f64,
+    /// Why our count differs, when we know.
+    note: Option<&'static str>,
+}
+
+/// Tables 4-7 of the paper, row by row.
+const PAPER_MODELS: [PaperModel; 12] = {
+    use Variant::{Conv, MobileNet, Shallow};
+    const fn row(
+        table: u8,
+        model: &'static str,
+        variant: Variant,
+        (alpha, resolution): (f64, usize),
+        (accuracy, mult_adds_millions, params_millions): (f64, f64, f64),
+        note: Option<&'static str>,
+    ) -> PaperModel {
+        PaperModel {
+            table,
+            model,
+            variant,
+            alpha,
+            resolution,
+            accuracy,
+            mult_adds_millions,
+            params_millions,
+            note,
+        }
+    }
+    [
+        row(
+            4,
+            "Conv MobileNet",
+            Conv,
+            (1.0, 224),
+            (71.7, 4866.0, 29.3),
+            Some(CONV_NOTE),
+        ),
+        row(
+            4,
+            "MobileNet",
+            MobileNet,
+            (1.0, 224),
+            (70.6, 569.0, 4.2),
+            None,
+        ),
+        row(
+            5,
+            "0.75 MobileNet",
+            MobileNet,
+            (0.75, 224),
+            (68.4, 325.0, 2.6),
+            None,
+        ),
+        row(
+            5,
+            "Shallow MobileNet",
+            Shallow,
+            (1.0, 224),
+            (65.3, 307.0, 2.9),
+            None,
+        ),
+        row(
+            6,
+            "1.0 MobileNet-224",
+            MobileNet,
+            (1.0, 224),
+            (70.6, 569.0, 4.2),
+            None,
+        ),
+        row(
+            6,
+            "0.75 MobileNet-224",
+            MobileNet,
+            (0.75, 224),
+            (68.4, 325.0, 2.6),
+            None,
+        ),
+        row(
+            6,
+            "0.5 MobileNet-224",
+            MobileNet,
+            (0.5, 224),
+            (63.7, 149.0, 1.3),
+            None,
+        ),
+        row(
+            6,
+            "0.25 MobileNet-224",
+            MobileNet,
+            (0.25, 224),
+            (50.6, 41.0, 0.5),
+            None,
+        ),
+        row(
+            7,
+            "1.0 MobileNet-224",
+            MobileNet,
+            (1.0, 224),
+            (70.6, 569.0, 4.2),
+            None,
+        ),
+        row(
+            7,
+            "1.0 MobileNet-192",
+            MobileNet,
+            (1.0, 192),
+            (69.1, 418.0, 4.2),
+            None,
+        ),
+        row(
+            7,
+            "1.0 MobileNet-160",
+            MobileNet,
+            (1.0, 160),
+            (67.2, 290.0, 4.2),
+            None,
+        ),
+        row(
+            7,
+            "1.0 MobileNet-128",
+            MobileNet,
+            (1.0, 128),
+            (64.4, 186.0, 4.2),
+            None,
+        ),
+    ]
+};
 
 /// Why our Conv MobileNet count is 1 M above the paper's.
 const CONV_NOTE: &str = "the paper's 4866 M equals our count without the FC layer's \
     1.024 M mult-adds (4,866,269,184); the paper seems to have left the classifier out here, \
     while its 569 M for MobileNet includes it";
 
-fn model_row(
-    model: &'static str,
-    config: MobileNetConfig,
-    (paper_accuracy, paper_mult_adds_millions, paper_params_millions): (f64, f64, f64),
-    note: Option<&str>,
-) -> Result<ModelRow> {
+fn model_row(paper: &PaperModel) -> Result<ModelRow> {
+    let config = MobileNetConfig {
+        alpha: paper.alpha,
+        resolution: paper.resolution,
+        variant: paper.variant,
+        ..Default::default()
+    };
+    let (paper_mult_adds_millions, paper_params_millions) =
+        (paper.mult_adds_millions, paper.params_millions);
     let report = CostReport::new(&Architecture::new(&config)?);
     let (mult_adds, params) = (report.total.mult_adds, report.total.params);
     let millions = mult_adds as f64 / 1e6;
@@ -259,7 +265,7 @@ fn model_row(
     // The paper rounds most figures but truncates a few; say so rather than
     // hide it.
     let truncated = params_match && millions.floor() == paper_mult_adds_millions;
-    let note = match note {
+    let note = match paper.note {
         _ if matches => None,
         Some(note) => Some(note.to_string()),
         None if truncated => Some(format!(
@@ -269,8 +275,8 @@ fn model_row(
         None => Some("differs from the paper".to_string()),
     };
     Ok(ModelRow {
-        model,
-        paper_accuracy,
+        model: paper.model,
+        paper_accuracy: paper.accuracy,
         paper_mult_adds_millions,
         paper_params_millions,
         mult_adds,
