@@ -138,13 +138,10 @@ pub fn load_tfjs_from(
 /// The labels of a TF.js `metadata.json` (`{"labels": ["tench, ...", ...]}`),
 /// if it parses and has exactly `classes` string labels.
 pub fn labels_from_metadata_json(text: &str, classes: usize) -> Option<Vec<String>> {
-    let v: Value = serde_json::from_str(text).ok()?;
-    let labels: Vec<String> = v
-        .get("labels")?
-        .as_array()?
-        .iter()
-        .map(|l| l.as_str().map(str::to_string))
-        .collect::<Option<_>>()?;
+    if !text.trim_start().starts_with('{') {
+        return None;
+    }
+    let labels = crate::formats::labels::parse_labels(text).ok()?;
     (labels.len() == classes).then_some(labels)
 }
 
