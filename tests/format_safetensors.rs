@@ -154,6 +154,11 @@ fn every_configuration_round_trips() {
             dropout: 0.1,
             ..small_config()
         },
+        MobileNetConfig {
+            resolution: 28,
+            strides: [1, 2, 2, 2, 1],
+            ..small_config()
+        },
     ];
     for (i, config) in configs.iter().enumerate() {
         // ε per layer, including awkward values and zero.

@@ -152,3 +152,57 @@ fn wrong_input_shapes_are_errors() {
         assert!(net.forward(&x).is_err(), "{shape:?}");
     }
 }
+
+#[test]
+fn small_input_strides_keep_resolution() {
+    use mobilenet::model::Architecture;
+    // Fashion-MNIST size: the stem at stride 1 keeps 28x28, then four
+    // stride-2 stages: 28 -> 14 -> 7 -> 4 -> 2.
+    let config = MobileNetConfig {
+        alpha: 0.5,
+        resolution: 28,
+        classes: 10,
+        strides: [1, 2, 2, 2, 2],
+        ..Default::default()
+    };
+    let arch = Architecture::new(&config).unwrap();
+    let layer = |name: &str| arch.layer(name).unwrap().clone();
+    assert_eq!(layer("conv1").output, [28, 28, 16]);
+    assert_eq!(layer("conv_dw_2").output[..2], [14, 14]);
+    assert_eq!(layer("conv_dw_12").output[..2], [2, 2]);
+    assert_eq!(layer("conv_dw_13").stride, 1);
+    assert_eq!(config.name(), "mobilenet_v1_0.5_28_s12222");
+    let net = MobileNet::random(&config, 1).unwrap();
+    let logits = net.forward(&input(2, 28, 3)).unwrap();
+    assert_eq!(logits.shape(), &[2, 10]);
+    // The floor on the resolution is the product of the strides.
+    assert!(
+        Architecture::new(&MobileNetConfig {
+            resolution: 16,
+            ..config.clone()
+        })
+        .is_ok()
+    );
+    assert!(
+        Architecture::new(&MobileNetConfig {
+            resolution: 15,
+            ..config.clone()
+        })
+        .is_err()
+    );
+    assert!(
+        Architecture::new(&MobileNetConfig {
+            resolution: 28,
+            strides: [2; 5],
+            ..config.clone()
+        })
+        .is_err()
+    );
+    assert!(
+        Architecture::new(&MobileNetConfig {
+            strides: [3, 2, 2, 2, 2],
+            ..config
+        })
+        .is_err()
+    );
+}

@@ -21,6 +21,9 @@ pub struct EngineArgs {
     /// Number of classes.
     #[arg(long, default_value_t = 1000)]
     pub classes: usize,
+    /// Strides of the five downsampling layers, each 1 or 2.
+    #[arg(long, default_value = "2,2,2,2,2", value_parser = crate::cli::summary::strides_arg)]
+    pub strides: [usize; 5],
     /// Images per run.
     #[arg(long, default_value_t = 1)]
     pub batch: usize,
@@ -86,6 +89,7 @@ impl EngineArgs {
             alpha: self.alpha,
             resolution: self.resolution,
             classes: self.classes,
+            strides: self.strides,
             ..Default::default()
         };
         let net = MobileNet::random(&config, 0)?;

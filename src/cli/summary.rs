@@ -8,7 +8,7 @@ use crate::cli::format::{millions, shape, table, thousands};
 use mobilenet::Result;
 use mobilenet::cost::CostReport;
 use mobilenet::model::architecture::format_bytes;
-use mobilenet::model::config::format_alpha;
+use mobilenet::model::config::{format_alpha, parse_strides};
 use mobilenet::model::{Architecture, LayerKind, MobileNetConfig, Variant};
 
 /// The networks of the paper, as the CLI names them.
@@ -46,9 +46,18 @@ pub struct Args {
     /// Which network of the paper.
     #[arg(long, value_enum, default_value_t = VariantArg::Mobilenet)]
     variant: VariantArg,
+    /// Strides of the five downsampling layers (conv1, conv_dw_2, 4, 6, 12),
+    /// each 1 or 2; e.g. 1,1,2,2,2 for 28-32 px images.
+    #[arg(long, default_value = "2,2,2,2,2", value_parser = strides_arg)]
+    strides: [usize; 5],
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
+}
+
+/// clap's parser for `--strides`.
+pub fn strides_arg(text: &str) -> std::result::Result<[usize; 5], String> {
+    parse_strides(text).map_err(|e| e.to_string())
 }
 
 pub fn run(args: &Args) -> Result<()> {
@@ -57,6 +66,7 @@ pub fn run(args: &Args) -> Result<()> {
         resolution: args.resolution,
         classes: args.classes,
         variant: args.variant.into(),
+        strides: args.strides,
         ..Default::default()
     };
     let arch = Architecture::new(&config)?;
@@ -96,6 +106,7 @@ fn to_json(config: &MobileNetConfig, report: &CostReport) -> serde_json::Value {
         "resolution": config.resolution,
         "classes": config.classes,
         "variant": config.variant.name(),
+        "strides": config.strides,
         "layers": layers,
         "total": {
             "mult_adds": t.mult_adds,

@@ -56,6 +56,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::error::{Error, Result};
 use crate::formats::{LoadedModel, ModelMetadata};
 use crate::layers::{Activation, BatchNorm, PaddingMode};
+use crate::model::config::PAPER_STRIDES;
 use crate::model::network::{Classifier, ConvBn};
 use crate::model::{Architecture, LayerKind, MobileNet, MobileNetConfig, Variant};
 use crate::tensor::Tensor;
@@ -146,6 +147,7 @@ pub fn to_bytes(net: &MobileNet, metadata: &ModelMetadata) -> Result<Vec<u8>> {
         padding: padding_name(config.padding).into(),
         dropout: ExactF32(config.dropout),
         variant: config.variant.name().into(),
+        strides: config.strides,
         bn_eps,
     };
     let mut info = BTreeMap::new();
@@ -527,7 +529,14 @@ struct ConfigJson {
     padding: String,
     dropout: ExactF32,
     variant: String,
+    /// Absent in files written before the small-input knob: the paper's.
+    #[serde(default = "paper_strides")]
+    strides: [usize; 5],
     bn_eps: BnEps,
+}
+
+fn paper_strides() -> [usize; 5] {
+    PAPER_STRIDES
 }
 
 impl ConfigJson {
@@ -564,6 +573,7 @@ impl ConfigJson {
             padding,
             dropout: self.dropout.0,
             variant,
+            strides: self.strides,
         })
     }
 }

@@ -786,6 +786,7 @@ fn match_architecture(g: &Graph<'_>) -> Result<Architecture> {
                     padding,
                     dropout: g.dropout,
                     variant,
+                    ..Default::default()
                 };
                 match check_units(&config, g) {
                     Ok(arch) => return Ok(arch),

@@ -1,4 +1,4 @@
-//! Optimized compute kernels for inference.
+//! Optimized compute kernels for inference and training.
 //!
 //! Kernels know slices, strides and packed panels, never models or layers:
 //! nothing here imports from the graph code. Each kernel family has a plain
@@ -6,8 +6,10 @@
 //! plan time from [`Isa`].
 
 pub mod aligned;
+pub mod conv_grad;
 pub mod depthwise;
 pub mod epilogue;
+pub mod gemm;
 pub mod isa;
 pub mod pointwise;
 pub mod stem;

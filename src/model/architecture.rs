@@ -144,20 +144,29 @@ impl Architecture {
             shape: [config.resolution, config.resolution, 3],
             layers: Vec::new(),
         };
+        // The paper's stride-2 layers take their strides, in order, from
+        // `config.strides` (all 2 unless a small-input config lowers some).
+        let mut downsampling = config.strides.iter().copied();
+        let mut stride_of = |paper_stride: usize| match paper_stride {
+            2 => downsampling.next().unwrap_or(2),
+            s => s,
+        };
         let (stem_stride, stem_channels) = STEM;
         builder.conv(
             "conv1".into(),
             LayerKind::Conv,
             3,
-            stem_stride,
+            stride_of(stem_stride),
             config.depth(stem_channels),
         )?;
-        let blocks = SEPARABLE_BLOCKS
+        let blocks: Vec<(usize, usize)> = SEPARABLE_BLOCKS
             .iter()
             .enumerate()
+            .map(|(i, &(stride, channels))| (i, (stride_of(stride), channels)))
             .filter(|(i, _)| config.variant != Variant::Shallow || !SHALLOW_REMOVED.contains(i))
-            .map(|(_, b)| *b);
-        for (index, (stride, channels)) in blocks.enumerate() {
+            .map(|(_, b)| b)
+            .collect();
+        for (index, (stride, channels)) in blocks.into_iter().enumerate() {
             let (n, out) = (index + 1, config.depth(channels));
             if config.variant == Variant::Conv {
                 builder.conv(format!("conv_{n}"), LayerKind::Conv, 3, stride, out)?;

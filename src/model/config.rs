@@ -89,6 +89,13 @@ pub struct MobileNetConfig {
     pub dropout: f32,
     /// Which network of the paper.
     pub variant: Variant,
+    /// Strides of the five layers that downsample in paper Table 1: `conv1`,
+    /// `conv_dw_2`, `conv_dw_4`, `conv_dw_6` and `conv_dw_12` (each 1 or 2).
+    /// The paper's `[2; 5]` takes 224 pixels to 7; small images (28-32 px,
+    /// as Fashion-MNIST or CIFAR) keep more of their resolution with e.g.
+    /// `[1, 1, 2, 2, 2]` instead of being upsampled to 224 — the role of
+    /// TF-slim's `conv_defs`.
+    pub strides: [usize; 5],
 }
 
 impl Default for MobileNetConfig {
@@ -102,19 +109,30 @@ impl Default for MobileNetConfig {
             padding: PaddingMode::TfSame,
             dropout: 0.001,
             variant: Variant::MobileNet,
+            strides: PAPER_STRIDES,
         }
     }
 }
 
+/// The paper's downsampling strides (see [`MobileNetConfig::strides`]).
+pub const PAPER_STRIDES: [usize; 5] = [2; 5];
+
 /// Largest width multiplier we accept; beyond it the request is a typo.
 pub const MAX_ALPHA: f64 = 16.0;
-/// Smallest input: five stride-2 stages take 32 pixels to 1.
+/// Smallest input at the paper's strides: five stride-2 stages take 32
+/// pixels to 1. With smaller strides the floor is their product.
 pub const MIN_RESOLUTION: usize = 32;
 
 impl MobileNetConfig {
     /// The resolution multiplier ρ = resolution / 224.
     pub fn rho(&self) -> f64 {
         self.resolution as f64 / 224.0
+    }
+
+    /// The smallest input the strides allow: their product (32 for the
+    /// paper's five stride-2 stages), so the last map is at least 1x1.
+    pub fn min_resolution(&self) -> usize {
+        self.strides.iter().product()
     }
 
     /// The channel count of a layer that has `d` channels at α = 1:
@@ -139,10 +157,17 @@ impl MobileNetConfig {
                 self.alpha
             ));
         }
-        if self.resolution < MIN_RESOLUTION {
+        if let Some(s) = self.strides.iter().find(|&&s| s != 1 && s != 2) {
             return bad(format!(
-                "resolution must be at least {MIN_RESOLUTION} pixels, got {}",
-                self.resolution
+                "downsampling strides must be 1 or 2, got {s} in {:?}",
+                self.strides
+            ));
+        }
+        let min_resolution = self.min_resolution();
+        if self.resolution < min_resolution {
+            return bad(format!(
+                "resolution must be at least {min_resolution} pixels with strides {:?}, got {}",
+                self.strides, self.resolution
             ));
         }
         if self.classes == 0 {
@@ -168,8 +193,39 @@ impl MobileNetConfig {
             Variant::Conv => "conv_mobilenet_v1",
             Variant::Shallow => "shallow_mobilenet_v1",
         };
-        format!("{prefix}_{}_{}", format_alpha(self.alpha), self.resolution)
+        let mut name = format!("{prefix}_{}_{}", format_alpha(self.alpha), self.resolution);
+        if self.strides != PAPER_STRIDES {
+            name.push_str("_s");
+            name.extend(self.strides.iter().map(|s| s.to_string()));
+        }
+        name
     }
+}
+
+/// Parses downsampling strides as the CLI takes them: five comma-separated
+/// values, each 1 or 2, e.g. `1,1,2,2,2` (see [`MobileNetConfig::strides`]).
+///
+/// ```
+/// use mobilenet::model::config::parse_strides;
+/// assert_eq!(parse_strides("1,1,2,2,2").unwrap(), [1, 1, 2, 2, 2]);
+/// assert!(parse_strides("2,2,2").is_err());
+/// assert!(parse_strides("1,1,3,2,2").is_err());
+/// ```
+pub fn parse_strides(text: &str) -> Result<[usize; 5]> {
+    let bad = || {
+        Error::InvalidConfig(format!(
+            "strides must be five comma-separated values, each 1 or 2 (e.g. 1,1,2,2,2), got {text:?}"
+        ))
+    };
+    let values: Vec<usize> = text
+        .split(',')
+        .map(|v| v.trim().parse::<usize>().map_err(|_| bad()))
+        .collect::<Result<_>>()?;
+    let strides: [usize; 5] = values.try_into().map_err(|_| bad())?;
+    if strides.iter().any(|&s| s != 1 && s != 2) {
+        return Err(bad());
+    }
+    Ok(strides)
 }
 
 /// α as the checkpoints spell it: `1.0`, `0.75`, `0.5`, `0.25`.

@@ -53,6 +53,7 @@ use serde_json::{Value, json};
 use crate::error::{Error, Result};
 use crate::formats::{LoadedModel, ModelMetadata};
 use crate::layers::{Activation, PaddingMode};
+use crate::model::config::PAPER_STRIDES;
 use crate::model::{MobileNet, MobileNetConfig, Variant};
 
 /// The opset of the default (`ai.onnx`) domain that [`export_onnx`] writes.
@@ -153,10 +154,12 @@ fn config_to_json(config: &MobileNetConfig) -> Value {
         "padding": padding_name(config.padding),
         "dropout": config.dropout,
         "variant": config.variant.name(),
+        "strides": config.strides,
     })
 }
 
-/// Parses the JSON of [`KEY_CONFIG`] (every field required).
+/// Parses the JSON of [`KEY_CONFIG`] (every field required but `strides`,
+/// which files written before it existed lack: the paper's then).
 fn config_from_json(text: &str) -> Result<MobileNetConfig> {
     let bad = |what: String| Error::Format(format!("metadata_props {KEY_CONFIG}: {what}"));
     let value: Value = serde_json::from_str(text).map_err(|e| bad(e.to_string()))?;
@@ -195,6 +198,11 @@ fn config_from_json(text: &str) -> Result<MobileNetConfig> {
     let variant: Variant = string("variant")?
         .parse()
         .map_err(|e: Error| bad(e.to_string()))?;
+    let strides = match value.get("strides") {
+        None => PAPER_STRIDES,
+        Some(v) => serde_json::from_value(v.clone())
+            .map_err(|_| bad("\"strides\" is not a list of five integers".into()))?,
+    };
     Ok(MobileNetConfig {
         alpha: number("alpha")?,
         resolution: count("resolution")?,
@@ -204,6 +212,7 @@ fn config_from_json(text: &str) -> Result<MobileNetConfig> {
         padding,
         dropout: number("dropout")? as f32,
         variant,
+        strides,
     })
 }
 

@@ -1,0 +1,213 @@
+//! Gradients of the 3x3 convolutions for training, NHWC, one image at a time.
+//!
+//! A depthwise layer has only `D_K²·M` weights but touches `D_F²·M`
+//! activations: its backward pass, like its forward, is memory-bound, so
+//! these kernels stream the image once, row by row, with the channel loop
+//! innermost over contiguous memory (NHWC), which the compiler turns into
+//! full-width vector code on every ISA. They keep the forward kernels'
+//! [`Conv3x3Geometry`] (stride, leading padding, output size).
+//!
+//! Weights and weight gradients are tap-major here, `[9][C]` (tap `ky * 3 +
+//! kx`, channels innermost); [`taps_from_oihw`] and [`oihw_from_taps`]
+//! convert from and to PyTorch's `(C, 1, 3, 3)` / `(C_out, C_in, 3, 3)`.
+
+use crate::error::{Error, Result};
+use crate::kernels::depthwise::Conv3x3Geometry;
+
+/// Checks `len == rows * cols * channels` for the buffer called `what`.
+fn check_len(what: &str, len: usize, dims: [usize; 3]) -> Result<()> {
+    let want = dims
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .ok_or_else(|| Error::TooLarge(format!("{what} dimensions {dims:?} overflow")))?;
+    if len != want {
+        return Err(Error::Shape(format!(
+            "{what} [{}, {}, {}] needs {want} elements, got {len}",
+            dims[0], dims[1], dims[2]
+        )));
+    }
+    Ok(())
+}
+
+/// Input row (or column) of tap `k` of output row `o`, if inside the image.
+#[inline(always)]
+fn tap_index(o: usize, k: usize, stride: usize, pad: usize, size: usize) -> Option<usize> {
+    (o * stride + k).checked_sub(pad).filter(|&i| i < size)
+}
+
+/// Gradient of a depthwise 3x3 convolution with respect to its input:
+/// `grad_input[iy, ix, c] = Σ_{taps} w[ky, kx, c] · grad_output[oy, ox, c]`
+/// over the output pixels whose window covers `(iy, ix)`.
+///
+/// `weight` is tap-major `[9][C]`; `grad_input` (`[in_h, in_w, C]`) is
+/// overwritten. Errors on any length or geometry mismatch.
+pub fn depthwise3x3_grad_input_nhwc(
+    geom: &Conv3x3Geometry,
+    channels: usize,
+    weight: &[f32],
+    grad_output: &[f32],
+    grad_input: &mut [f32],
+) -> Result<()> {
+    geom.validate()?;
+    let c = channels;
+    check_len("depthwise weight taps", weight.len(), [9, 1, c])?;
+    check_len(
+        "grad output",
+        grad_output.len(),
+        [geom.out_h, geom.out_w, c],
+    )?;
+    check_len("grad input", grad_input.len(), [geom.in_h, geom.in_w, c])?;
+    grad_input.fill(0.0);
+    if c == 0 {
+        return Ok(());
+    }
+    let s = geom.stride;
+    for oy in 0..geom.out_h {
+        let go_row = &grad_output[oy * geom.out_w * c..(oy + 1) * geom.out_w * c];
+        for ky in 0..3 {
+            let Some(iy) = tap_index(oy, ky, s, geom.pad_top, geom.in_h) else {
+                continue;
+            };
+            let gi_row = &mut grad_input[iy * geom.in_w * c..(iy + 1) * geom.in_w * c];
+            for (ox, go) in go_row.chunks_exact(c).enumerate() {
+                for kx in 0..3 {
+                    let Some(ix) = tap_index(ox, kx, s, geom.pad_left, geom.in_w) else {
+                        continue;
+                    };
+                    let w = &weight[(ky * 3 + kx) * c..(ky * 3 + kx + 1) * c];
+                    let gi = &mut gi_row[ix * c..(ix + 1) * c];
+                    for ((g, &w), &d) in gi.iter_mut().zip(w).zip(go) {
+                        *g += w * d;
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Gradient of a depthwise 3x3 convolution with respect to its weights,
+/// **added** to `grad_weight` (tap-major `[9][C]`), so that one buffer
+/// gathers a whole batch: `grad_w[ky, kx, c] += Σ_{oy, ox} x[iy, ix, c] ·
+/// grad_output[oy, ox, c]`.
+pub fn depthwise3x3_grad_weight_nhwc(
+    geom: &Conv3x3Geometry,
+    channels: usize,
+    input: &[f32],
+    grad_output: &[f32],
+    grad_weight: &mut [f32],
+) -> Result<()> {
+    geom.validate()?;
+    let c = channels;
+    check_len("input", input.len(), [geom.in_h, geom.in_w, c])?;
+    check_len(
+        "grad output",
+        grad_output.len(),
+        [geom.out_h, geom.out_w, c],
+    )?;
+    check_len("depthwise weight grad", grad_weight.len(), [9, 1, c])?;
+    if c == 0 {
+        return Ok(());
+    }
+    let s = geom.stride;
+    for oy in 0..geom.out_h {
+        let go_row = &grad_output[oy * geom.out_w * c..(oy + 1) * geom.out_w * c];
+        for ky in 0..3 {
+            let Some(iy) = tap_index(oy, ky, s, geom.pad_top, geom.in_h) else {
+                continue;
+            };
+            let x_row = &input[iy * geom.in_w * c..(iy + 1) * geom.in_w * c];
+            for kx in 0..3 {
+                let gw = &mut grad_weight[(ky * 3 + kx) * c..(ky * 3 + kx + 1) * c];
+                for (ox, go) in go_row.chunks_exact(c).enumerate() {
+                    let Some(ix) = tap_index(ox, kx, s, geom.pad_left, geom.in_w) else {
+                        continue;
+                    };
+                    let x = &x_row[ix * c..(ix + 1) * c];
+                    for ((g, &x), &d) in gw.iter_mut().zip(x).zip(go) {
+                        *g += x * d;
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Gradient of a full 3x3 convolution (`C_in -> C_out`, the stem) with
+/// respect to its weights, **added** to `grad_weight`, laid out
+/// `[ky][kx][c_in][C_out]` (output channels innermost, so each input value
+/// scales one contiguous row of `grad_output`).
+pub fn conv3x3_grad_weight_nhwc(
+    geom: &Conv3x3Geometry,
+    c_in: usize,
+    c_out: usize,
+    input: &[f32],
+    grad_output: &[f32],
+    grad_weight: &mut [f32],
+) -> Result<()> {
+    geom.validate()?;
+    check_len("input", input.len(), [geom.in_h, geom.in_w, c_in])?;
+    check_len(
+        "grad output",
+        grad_output.len(),
+        [geom.out_h, geom.out_w, c_out],
+    )?;
+    check_len("conv weight grad", grad_weight.len(), [9, c_in, c_out])?;
+    if c_in == 0 || c_out == 0 {
+        return Ok(());
+    }
+    let s = geom.stride;
+    for oy in 0..geom.out_h {
+        for ox in 0..geom.out_w {
+            let go = &grad_output[(oy * geom.out_w + ox) * c_out..][..c_out];
+            for ky in 0..3 {
+                let Some(iy) = tap_index(oy, ky, s, geom.pad_top, geom.in_h) else {
+                    continue;
+                };
+                for kx in 0..3 {
+                    let Some(ix) = tap_index(ox, kx, s, geom.pad_left, geom.in_w) else {
+                        continue;
+                    };
+                    let x = &input[(iy * geom.in_w + ix) * c_in..][..c_in];
+                    let tap = &mut grad_weight[(ky * 3 + kx) * c_in * c_out..][..c_in * c_out];
+                    for (&xv, gw) in x.iter().zip(tap.chunks_exact_mut(c_out)) {
+                        for (g, &d) in gw.iter_mut().zip(go) {
+                            *g += xv * d;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `(C_out, C_in, 3, 3)` (PyTorch OIHW) to tap-major `[9][C_in][C_out]`;
+/// for a depthwise weight `(C, 1, 3, 3)` pass `c_in = 1`, `c_out = C`.
+pub fn taps_from_oihw(oihw: &[f32], c_in: usize, c_out: usize, taps: &mut [f32]) -> Result<()> {
+    check_len("OIHW weight", oihw.len(), [c_out, c_in, 9])?;
+    check_len("tap-major weight", taps.len(), [9, c_in, c_out])?;
+    for o in 0..c_out {
+        for i in 0..c_in {
+            for t in 0..9 {
+                taps[(t * c_in + i) * c_out + o] = oihw[(o * c_in + i) * 9 + t];
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The inverse of [`taps_from_oihw`], **adding** into `oihw`.
+pub fn oihw_from_taps(taps: &[f32], c_in: usize, c_out: usize, oihw: &mut [f32]) -> Result<()> {
+    check_len("OIHW weight", oihw.len(), [c_out, c_in, 9])?;
+    check_len("tap-major weight", taps.len(), [9, c_in, c_out])?;
+    for o in 0..c_out {
+        for i in 0..c_in {
+            for t in 0..9 {
+                oihw[(o * c_in + i) * 9 + t] += taps[(t * c_in + i) * c_out + o];
+            }
+        }
+    }
+    Ok(())
+}
