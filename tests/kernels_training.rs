@@ -150,9 +150,9 @@ fn gradient_kernels_reject_wrong_lengths() {
     assert!(depthwise3x3_grad_input_nhwc(&geom, c, &taps, &g, &mut dx[1..]).is_err());
     let mut dw = vec![0.0; 26];
     assert!(depthwise3x3_grad_weight_nhwc(&geom, c, &x, &g, &mut dw).is_err());
-    assert!(conv3x3_grad_weight_nhwc(&geom, c, 2, &x, &g, &mut vec![0.0; 54]).is_err());
+    assert!(conv3x3_grad_weight_nhwc(&geom, c, 2, &x, &g, &mut [0.0; 54]).is_err());
     let bad = Conv3x3Geometry { stride: 0, ..geom };
-    assert!(depthwise3x3_grad_weight_nhwc(&bad, c, &x, &g, &mut vec![0.0; 27]).is_err());
+    assert!(depthwise3x3_grad_weight_nhwc(&bad, c, &x, &g, &mut [0.0; 27]).is_err());
     let a = MatRef::row_major(&[1.0; 6], 2, 3).unwrap();
     assert!(matmul(a, a, &mut [0.0; 4], false).is_err()); // 2x3 · 2x3
     assert!(matmul(a, a.t(), &mut [0.0; 3], false).is_err()); // output 2x2
