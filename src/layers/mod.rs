@@ -17,7 +17,9 @@ pub mod softmax;
 
 pub use activation::{Activation, activate, relu, relu6};
 pub use batch_norm::{BatchNorm, batch_norm};
-pub use conv::{Conv2dParams, Padding, PaddingMode, conv_output_size, conv2d};
+pub use conv::{
+    Conv2dGrads, Conv2dParams, Padding, PaddingMode, conv_output_size, conv2d, conv2d_backward,
+};
 pub use linear::fully_connected;
 pub use pooling::global_avg_pool;
 pub use softmax::softmax;
