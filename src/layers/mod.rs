@@ -16,7 +16,10 @@ pub mod pooling;
 pub mod softmax;
 
 pub use activation::{Activation, activate, relu, relu6};
-pub use batch_norm::{BatchNorm, batch_norm};
+pub use batch_norm::{
+    BatchNorm, BatchNormGrads, BatchNormTrain, batch_norm, batch_norm_train,
+    batch_norm_train_backward,
+};
 pub use conv::{
     Conv2dGrads, Conv2dParams, Padding, PaddingMode, conv_output_size, conv2d, conv2d_backward,
 };
