@@ -15,7 +15,7 @@ pub mod linear;
 pub mod pooling;
 pub mod softmax;
 
-pub use activation::{Activation, activate, relu, relu6};
+pub use activation::{Activation, activate, activation_backward, relu, relu6};
 pub use batch_norm::{
     BatchNorm, BatchNormGrads, BatchNormTrain, batch_norm, batch_norm_train,
     batch_norm_train_backward,
@@ -23,6 +23,6 @@ pub use batch_norm::{
 pub use conv::{
     Conv2dGrads, Conv2dParams, Padding, PaddingMode, conv_output_size, conv2d, conv2d_backward,
 };
-pub use linear::fully_connected;
-pub use pooling::global_avg_pool;
+pub use linear::{LinearGrads, fully_connected, fully_connected_backward};
+pub use pooling::{global_avg_pool, global_avg_pool_backward};
 pub use softmax::softmax;
