@@ -222,6 +222,82 @@ pub fn conv_output_size(
     Ok((padded - extent) / stride + 1)
 }
 
+/// The checked sizes of one convolution, shared by [`conv2d`] and
+/// [`conv2d_backward`] so that both accept exactly the same arguments.
+#[derive(Clone, Copy, Debug)]
+struct ConvGeometry {
+    batch: usize,
+    in_h: usize,
+    in_w: usize,
+    c_in: usize,
+    c_out: usize,
+    c_in_per_group: usize,
+    c_out_per_group: usize,
+    k_h: usize,
+    k_w: usize,
+    out_h: usize,
+    out_w: usize,
+}
+
+impl ConvGeometry {
+    /// Checks the input and weight shapes against `params` (everything but
+    /// the bias) and computes the output size.
+    fn check(input: &Tensor, weight: &Tensor, params: &Conv2dParams) -> Result<ConvGeometry> {
+        let [batch, in_h, in_w, c_in] = input.dims4("conv2d input (NHWC)")?;
+        let [c_out, c_in_per_group, k_h, k_w] = match weight.shape() {
+            &[o, i, kh, kw] => [o, i, kh, kw],
+            other => {
+                shape_err!(
+                    "conv2d weight must have rank 4 [C_out, C_in/groups, K_h, K_w], got shape \
+                     {other:?}"
+                );
+            }
+        };
+        let groups = params.groups;
+        if groups == 0 {
+            return Err(Error::InvalidConfig(
+                "conv2d groups must be at least 1".into(),
+            ));
+        }
+        if c_in % groups != 0 {
+            return Err(Error::InvalidConfig(format!(
+                "conv2d groups {groups} does not divide the {c_in} input channels"
+            )));
+        }
+        if c_out % groups != 0 {
+            return Err(Error::InvalidConfig(format!(
+                "conv2d groups {groups} does not divide the {c_out} output channels"
+            )));
+        }
+        if c_in_per_group != c_in / groups {
+            shape_err!(
+                "conv2d weight {:?} expects {c_in_per_group} input channels per group, but the \
+                 input has {c_in} channels in {groups} group(s) ({} per group)",
+                weight.shape(),
+                c_in / groups
+            );
+        }
+        let [s_h, s_w] = params.stride;
+        let [d_h, d_w] = params.dilation;
+        let pad = params.padding;
+        let out_h = conv_output_size(in_h, k_h, s_h, d_h, pad.top, pad.bottom)?;
+        let out_w = conv_output_size(in_w, k_w, s_w, d_w, pad.left, pad.right)?;
+        Ok(ConvGeometry {
+            batch,
+            in_h,
+            in_w,
+            c_in,
+            c_out,
+            c_in_per_group,
+            c_out_per_group: c_out / groups,
+            k_h,
+            k_w,
+            out_h,
+            out_w,
+        })
+    }
+}
+
 /// Largest number of f32 elements we agree to allocate for an output (the
 /// most a `Vec<f32>` can hold).
 const MAX_ELEMENTS: usize = isize::MAX as usize / std::mem::size_of::<f32>();
@@ -276,39 +352,20 @@ pub fn conv2d(
     bias: Option<&Tensor>,
     params: &Conv2dParams,
 ) -> Result<Tensor> {
-    let [batch, in_h, in_w, c_in] = input.dims4("conv2d input (NHWC)")?;
-    let [c_out, c_in_per_group, k_h, k_w] = match weight.shape() {
-        &[o, i, kh, kw] => [o, i, kh, kw],
-        other => {
-            shape_err!(
-                "conv2d weight must have rank 4 [C_out, C_in/groups, K_h, K_w], got shape {other:?}"
-            );
-        }
-    };
-    let groups = params.groups;
-    if groups == 0 {
-        return Err(Error::InvalidConfig(
-            "conv2d groups must be at least 1".into(),
-        ));
-    }
-    if c_in % groups != 0 {
-        return Err(Error::InvalidConfig(format!(
-            "conv2d groups {groups} does not divide the {c_in} input channels"
-        )));
-    }
-    if c_out % groups != 0 {
-        return Err(Error::InvalidConfig(format!(
-            "conv2d groups {groups} does not divide the {c_out} output channels"
-        )));
-    }
-    if c_in_per_group != c_in / groups {
-        shape_err!(
-            "conv2d weight {:?} expects {c_in_per_group} input channels per group, but the input \
-             has {c_in} channels in {groups} group(s) ({} per group)",
-            weight.shape(),
-            c_in / groups
-        );
-    }
+    let geometry = ConvGeometry::check(input, weight, params)?;
+    let ConvGeometry {
+        batch,
+        in_h,
+        in_w,
+        c_in,
+        c_out,
+        c_in_per_group,
+        c_out_per_group,
+        k_h,
+        k_w,
+        out_h,
+        out_w,
+    } = geometry;
     let bias = match bias {
         None => None,
         Some(b) if b.shape() == [c_out] => Some(b.data()),
@@ -319,8 +376,6 @@ pub fn conv2d(
     let [s_h, s_w] = params.stride;
     let [d_h, d_w] = params.dilation;
     let pad = params.padding;
-    let out_h = conv_output_size(in_h, k_h, s_h, d_h, pad.top, pad.bottom)?;
-    let out_w = conv_output_size(in_w, k_w, s_w, d_w, pad.left, pad.right)?;
     let out_len = [batch, out_h, out_w, c_out]
         .iter()
         .try_fold(1usize, |acc, &d| acc.checked_mul(d))
@@ -333,7 +388,6 @@ pub fn conv2d(
 
     let x = input.data();
     let w = weight.data();
-    let c_out_per_group = c_out / groups;
     let mut out = vec![0.0f32; out_len];
 
     for b in 0..batch {
@@ -374,4 +428,132 @@ pub fn conv2d(
         }
     }
     Tensor::new(vec![batch, out_h, out_w, c_out], out)
+}
+
+/// Gradients of a scalar loss with respect to the three arguments of
+/// [`conv2d`], each with the shape of its argument.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Conv2dGrads {
+    /// `∂L/∂input`, NHWC like the input.
+    pub input: Tensor,
+    /// `∂L/∂weight`, `[C_out, C_in / groups, K_h, K_w]` like the weight.
+    pub weight: Tensor,
+    /// `∂L/∂bias`, `[C_out]` (whether or not the forward pass used a bias).
+    pub bias: Tensor,
+}
+
+/// Backward pass of [`conv2d`]: given `grad_output = ∂L/∂y` (NHWC, the
+/// shape of the forward output), the gradients with respect to the input,
+/// the weight and the bias.
+///
+/// The forward sum is linear in `x` and in `w`, so each tap that
+/// contributed `x · w` to `y[b, i, j, o]` sends `δ = ∂L/∂y[b, i, j, o]` back
+/// to both factors (with `iy = i*s_h + ky*d_h - top`, `ix = j*s_w + kx*d_w -
+/// left` and `g` the group of `o`, as in [`conv2d`]; taps in the padding are
+/// skipped):
+///
+/// ```text
+/// ∂L/∂x[b, iy, ix, g*C_in/groups + c] += δ * w[o, c, ky, kx]
+/// ∂L/∂w[o, c, ky, kx]                 += δ * x[b, iy, ix, g*C_in/groups + c]
+/// ∂L/∂bias[o]                          = Σ_{b, i, j} δ
+/// ```
+///
+/// So `∂L/∂x` is a transposed convolution of `grad_output` with the same
+/// weight, and `∂L/∂w` a correlation of the input with `grad_output`. With
+/// stride > 1, input pixels that no window reaches (at the bottom or right
+/// edge) get gradient 0. Sums are accumulated in f64 and rounded once.
+///
+/// Errors: everything [`conv2d`] rejects, plus [`Error::Shape`] if
+/// `grad_output` is not `[batch, H_out, W_out, C_out]`.
+///
+/// ```
+/// use mobilenet::Tensor;
+/// use mobilenet::layers::{Conv2dParams, conv2d_backward};
+///
+/// // 2x2 image, 1x1 kernel of weight 3: y = 3x, so ∂L/∂x = 3g and ∂L/∂w = Σ g·x.
+/// let x = Tensor::new(vec![1, 2, 2, 1], vec![1.0, 2.0, 3.0, 4.0]).unwrap();
+/// let w = Tensor::new(vec![1, 1, 1, 1], vec![3.0]).unwrap();
+/// let g = Tensor::new(vec![1, 2, 2, 1], vec![1.0, 0.0, 0.0, 2.0]).unwrap();
+/// let grads = conv2d_backward(&x, &w, &g, &Conv2dParams::default()).unwrap();
+/// assert_eq!(grads.input.data(), &[3.0, 0.0, 0.0, 6.0]);
+/// assert_eq!(grads.weight.data(), &[9.0]); // 1*1 + 2*4
+/// assert_eq!(grads.bias.data(), &[3.0]);
+/// ```
+pub fn conv2d_backward(
+    input: &Tensor,
+    weight: &Tensor,
+    grad_output: &Tensor,
+    params: &Conv2dParams,
+) -> Result<Conv2dGrads> {
+    let geometry = ConvGeometry::check(input, weight, params)?;
+    let ConvGeometry {
+        batch,
+        in_h,
+        in_w,
+        c_in,
+        c_out,
+        c_in_per_group,
+        c_out_per_group,
+        k_h,
+        k_w,
+        out_h,
+        out_w,
+    } = geometry;
+    let expected = [batch, out_h, out_w, c_out];
+    if grad_output.shape() != expected {
+        shape_err!(
+            "conv2d_backward grad_output must have the forward output's shape {expected:?}, got \
+             {:?}",
+            grad_output.shape()
+        );
+    }
+    let [s_h, s_w] = params.stride;
+    let [d_h, d_w] = params.dilation;
+    let pad = params.padding;
+
+    let x = input.data();
+    let w = weight.data();
+    let gy = grad_output.data();
+    let mut gx = vec![0.0f64; x.len()];
+    let mut gw = vec![0.0f64; w.len()];
+    let mut gb = vec![0.0f64; c_out];
+
+    // The same loop nest as the forward pass, scattering instead of gathering.
+    for b in 0..batch {
+        for oy in 0..out_h {
+            for ox in 0..out_w {
+                for oc in 0..c_out {
+                    let g = f64::from(gy[((b * out_h + oy) * out_w + ox) * c_out + oc]);
+                    gb[oc] += g;
+                    let c_first = (oc / c_out_per_group) * c_in_per_group;
+                    for ky in 0..k_h {
+                        let py = oy * s_h + ky * d_h;
+                        if py < pad.top || py - pad.top >= in_h {
+                            continue;
+                        }
+                        let iy = py - pad.top;
+                        for kx in 0..k_w {
+                            let px = ox * s_w + kx * d_w;
+                            if px < pad.left || px - pad.left >= in_w {
+                                continue;
+                            }
+                            let ix = px - pad.left;
+                            let x_row = ((b * in_h + iy) * in_w + ix) * c_in + c_first;
+                            for c in 0..c_in_per_group {
+                                let wi = ((oc * c_in_per_group + c) * k_h + ky) * k_w + kx;
+                                gx[x_row + c] += g * f64::from(w[wi]);
+                                gw[wi] += g * f64::from(x[x_row + c]);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let round = |v: Vec<f64>| v.into_iter().map(|s| s as f32).collect::<Vec<f32>>();
+    Ok(Conv2dGrads {
+        input: Tensor::new(input.shape().to_vec(), round(gx))?,
+        weight: Tensor::new(weight.shape().to_vec(), round(gw))?,
+        bias: Tensor::new(vec![c_out], round(gb))?,
+    })
 }

@@ -68,3 +68,88 @@ pub fn fully_connected(input: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -
     }
     Tensor::new(vec![batch, n_out], out)
 }
+
+/// Gradients of a scalar loss with respect to the three arguments of
+/// [`fully_connected`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct LinearGrads {
+    /// `∂L/∂x`, `[batch, in]`.
+    pub input: Tensor,
+    /// `∂L/∂W`, `[out, in]` (the weight's own layout).
+    pub weight: Tensor,
+    /// `∂L/∂bias`, `[out]`.
+    pub bias: Tensor,
+}
+
+/// Backward pass of [`fully_connected`], given `grad_output = ∂L/∂y`
+/// (`[batch, out]`):
+///
+/// ```text
+/// ∂L/∂x[n, i] = Σ_o g[n, o] * W[o, i]     (∂L/∂x = g · W)
+/// ∂L/∂W[o, i] = Σ_n g[n, o] * x[n, i]     (∂L/∂W = gᵀ · x)
+/// ∂L/∂b[o]    = Σ_n g[n, o]
+/// ```
+///
+/// Sums in f64, rounded once.
+///
+/// Errors: [`Error::Shape`] for wrong ranks, a weight whose `in` differs
+/// from the input's, or a `grad_output` that is not `[batch, out]`.
+///
+/// ```
+/// use mobilenet::Tensor;
+/// use mobilenet::layers::fully_connected_backward;
+/// let x = Tensor::new(vec![1, 2], vec![1.0, 2.0]).unwrap();
+/// let w = Tensor::new(vec![3, 2], vec![1.0, 0.0, 0.0, 1.0, 1.0, 1.0]).unwrap();
+/// let g = Tensor::new(vec![1, 3], vec![1.0, 0.0, 2.0]).unwrap();
+/// let grads = fully_connected_backward(&x, &w, &g).unwrap();
+/// assert_eq!(grads.input.data(), &[3.0, 2.0]); // 1*[1, 0] + 2*[1, 1]
+/// assert_eq!(grads.weight.data(), &[1.0, 2.0, 0.0, 0.0, 2.0, 4.0]);
+/// assert_eq!(grads.bias.data(), &[1.0, 0.0, 2.0]);
+/// ```
+pub fn fully_connected_backward(
+    input: &Tensor,
+    weight: &Tensor,
+    grad_output: &Tensor,
+) -> Result<LinearGrads> {
+    let [batch, n_in] = input.dims2("fully_connected_backward input [batch, in]")?;
+    let [n_out, w_in] = weight.dims2("fully_connected_backward weight [out, in]")?;
+    if w_in != n_in {
+        shape_err!(
+            "fully_connected_backward weight {:?} expects {w_in} inputs, but the input has \
+             {n_in} features",
+            weight.shape()
+        );
+    }
+    if grad_output.shape() != [batch, n_out] {
+        shape_err!(
+            "fully_connected_backward grad_output must have shape [{batch}, {n_out}], got {:?}",
+            grad_output.shape()
+        );
+    }
+    let x = input.data();
+    let w = weight.data();
+    let g = grad_output.data();
+    let mut gx = vec![0.0f64; x.len()];
+    let mut gw = vec![0.0f64; w.len()];
+    let mut gb = vec![0.0f64; n_out];
+    for n in 0..batch {
+        let x_row = &x[n * n_in..(n + 1) * n_in];
+        let gx_row = &mut gx[n * n_in..(n + 1) * n_in];
+        for o in 0..n_out {
+            let go = f64::from(g[n * n_out + o]);
+            gb[o] += go;
+            let w_row = &w[o * n_in..(o + 1) * n_in];
+            let gw_row = &mut gw[o * n_in..(o + 1) * n_in];
+            for i in 0..n_in {
+                gx_row[i] += go * f64::from(w_row[i]);
+                gw_row[i] += go * f64::from(x_row[i]);
+            }
+        }
+    }
+    let round = |v: Vec<f64>| v.into_iter().map(|s| s as f32).collect::<Vec<f32>>();
+    Ok(LinearGrads {
+        input: Tensor::new(vec![batch, n_in], round(gx))?,
+        weight: Tensor::new(vec![n_out, n_in], round(gw))?,
+        bias: Tensor::new(vec![n_out], round(gb))?,
+    })
+}

@@ -49,3 +49,65 @@ pub fn global_avg_pool(input: &Tensor) -> Result<Tensor> {
     }
     Tensor::new(vec![batch, c], out)
 }
+
+/// Backward pass of [`global_avg_pool`]: every one of the `H * W` positions
+/// contributed `x / (H * W)` to its channel's mean, so each receives
+/// `∂L/∂y[b, c] / (H * W)`.
+///
+/// `grad_output` is `[batch, C]` and `input_shape` the forward input's
+/// `[batch, H, W, C]`; the result has `input_shape`.
+///
+/// Errors: [`Error::Shape`] if `input_shape` is not rank 4, `H * W == 0`, or
+/// `grad_output` is not `[batch, C]`; [`Error::TooLarge`] if the result
+/// could not be allocated.
+///
+/// ```
+/// use mobilenet::Tensor;
+/// use mobilenet::layers::global_avg_pool_backward;
+/// let g = Tensor::new(vec![1, 2], vec![4.0, 8.0]).unwrap();
+/// let dx = global_avg_pool_backward(&g, &[1, 2, 2, 2]).unwrap();
+/// assert_eq!(dx.shape(), &[1, 2, 2, 2]);
+/// assert_eq!(dx.data(), &[1.0, 2.0, 1.0, 2.0, 1.0, 2.0, 1.0, 2.0]);
+/// ```
+pub fn global_avg_pool_backward(grad_output: &Tensor, input_shape: &[usize]) -> Result<Tensor> {
+    let &[batch, h, w, c] = input_shape else {
+        shape_err!(
+            "global_avg_pool_backward input shape must have rank 4 (NHWC), got {input_shape:?}"
+        );
+    };
+    if grad_output.shape() != [batch, c] {
+        shape_err!(
+            "global_avg_pool_backward grad_output must have shape [{batch}, {c}] for input \
+             {input_shape:?}, got {:?}",
+            grad_output.shape()
+        );
+    }
+    let positions = h.checked_mul(w).ok_or_else(|| {
+        Error::TooLarge(format!(
+            "global_avg_pool_backward: {h} x {w} positions overflow"
+        ))
+    })?;
+    if positions == 0 {
+        shape_err!("global_avg_pool_backward needs at least one position, got H = {h}, W = {w}");
+    }
+    let len = input_shape
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .filter(|&n| n <= isize::MAX as usize / std::mem::size_of::<f32>())
+        .ok_or_else(|| {
+            Error::TooLarge(format!(
+                "global_avg_pool_backward input shape {input_shape:?} has too many elements"
+            ))
+        })?;
+    let mut out = Vec::with_capacity(len);
+    for row in grad_output.data().chunks_exact(c.max(1)).take(batch) {
+        let share: Vec<f32> = row
+            .iter()
+            .map(|&g| (f64::from(g) / positions as f64) as f32)
+            .collect();
+        for _ in 0..positions {
+            out.extend_from_slice(&share);
+        }
+    }
+    Tensor::new(input_shape.to_vec(), out)
+}
