@@ -1,0 +1,4 @@
+//! Training support: optimizers, learning-rate schedules, the metrics log,
+//! crash-safe file writes and a plot of the training curves.
+
+pub mod atomic;
