@@ -2,3 +2,4 @@
 //! crash-safe file writes and a plot of the training curves.
 
 pub mod atomic;
+pub mod optim;
