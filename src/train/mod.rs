@@ -2,5 +2,6 @@
 //! crash-safe file writes and a plot of the training curves.
 
 pub mod atomic;
+pub mod metrics;
 pub mod optim;
 pub mod schedule;
