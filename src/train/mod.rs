@@ -4,4 +4,5 @@
 pub mod atomic;
 pub mod metrics;
 pub mod optim;
+pub mod plot;
 pub mod schedule;
