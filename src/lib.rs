@@ -25,6 +25,7 @@ pub mod layers;
 pub mod model;
 pub mod sysinfo;
 pub mod tensor;
+pub mod train;
 
 pub use error::{Error, Result};
 pub use tensor::Tensor;

@@ -1,0 +1,8 @@
+//! Training support: optimizers, learning-rate schedules, the metrics log,
+//! crash-safe file writes and a plot of the training curves.
+
+pub mod atomic;
+pub mod metrics;
+pub mod optim;
+pub mod plot;
+pub mod schedule;
