@@ -31,6 +31,12 @@ pub enum Error {
     #[error("image error: {0}")]
     Image(String),
 
+    /// A training or evaluation dataset is malformed or unusable: a damaged
+    /// IDX file, image and label counts that disagree, a label out of range,
+    /// a folder without class folders or images.
+    #[error("dataset error: {0}")]
+    Data(String),
+
     /// A download failed: no connection, a timeout, an HTTP error status or
     /// a response cut short. The environment's fault, not the caller's.
     #[error("network error: {0}")]
@@ -57,6 +63,7 @@ impl Error {
                 | Error::TooLarge(_)
                 | Error::Format(_)
                 | Error::Image(_)
+                | Error::Data(_)
         )
     }
 }

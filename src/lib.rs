@@ -15,6 +15,7 @@
 //! ```
 
 pub mod cost;
+pub mod data;
 pub mod engine;
 pub mod error;
 pub mod fetch;
