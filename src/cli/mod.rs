@@ -6,6 +6,7 @@ mod bench;
 mod classify;
 mod convert;
 mod engine_args;
+mod eval;
 mod features;
 mod fetch;
 mod format;
@@ -14,6 +15,7 @@ mod paper;
 mod profile;
 mod separable;
 mod summary;
+mod train;
 
 use std::process::ExitCode;
 
@@ -56,6 +58,10 @@ enum Command {
     Convert(convert::Args),
     /// Download a published checkpoint into the cache.
     Fetch(fetch::Args),
+    /// Train from scratch or fine-tune on an image folder or IDX files.
+    Train(train::Args),
+    /// Accuracy of a model on a labelled dataset.
+    Eval(eval::Args),
 }
 
 /// Parses the arguments, runs the command and maps errors to exit codes.
@@ -78,6 +84,8 @@ pub fn main() -> ExitCode {
         Command::Classify(args) => classify::run(&args),
         Command::Features(args) => features::run(&args),
         Command::Convert(args) => convert::run(&args),
+        Command::Train(args) => train::run(&args),
+        Command::Eval(args) => eval::run(&args),
         Command::Fetch(args) => fetch::run(&args),
     };
     match result {

@@ -35,12 +35,14 @@ mod folder;
 mod idx;
 mod loader;
 mod rng;
+mod source;
 mod split;
 
 pub use augment::{Augment, Crop, FASHION_MNIST_MEAN, FASHION_MNIST_STD, Normalize};
 pub use folder::{IMAGE_EXTENSIONS, ImageFolder};
 pub use idx::{FASHION_MNIST_CLASSES, IdxArray, IdxDataset, MAX_IDX_BYTES};
 pub use loader::{Batch, Epoch, Loader, LoaderConfig};
+pub use source::{Source, SourceKind, Split, open_dataset};
 pub use split::{Subset, check_same_classes, split_indices, train_val_split};
 
 use crate::error::Result;

@@ -3,8 +3,10 @@
 //! crash-safe file writes and a plot of the training curves.
 
 pub mod atomic;
+pub mod evaluate;
 pub mod metrics;
 pub mod network;
 pub mod optim;
 pub mod plot;
 pub mod schedule;
+pub mod trainer;

@@ -652,7 +652,9 @@ fn channel_mean_var(z: &[f32], c: usize) -> (Vec<f64>, Vec<f64>) {
                 .map(|&v| f64::from(v))
                 .collect::<Vec<f64>>()
         })
-        .reduce(|| vec![0.0f64; 2 * c], add_f64);
+        .collect::<Vec<_>>()
+        .into_iter()
+        .fold(vec![0.0f64; 2 * c], add_f64);
     let n = rows as f64;
     let mut mean = Vec::with_capacity(c);
     let mut var = Vec::with_capacity(c);
@@ -713,7 +715,9 @@ fn bn_act_backward(
                 .map(|&v| f64::from(v))
                 .collect::<Vec<f64>>()
         })
-        .reduce(|| vec![0.0f64; 2 * c], add_f64);
+        .collect::<Vec<_>>()
+        .into_iter()
+        .fold(vec![0.0f64; 2 * c], add_f64);
     let (dgamma, dbeta) = totals.split_at(c);
     let n = (grad.len() / c) as f64;
     let k: Vec<f32> = (0..c).map(|ch| gamma[ch] * inv_std[ch]).collect();
@@ -786,7 +790,10 @@ fn conv_forward(
     Ok(())
 }
 
-/// Adds `b` into `a` element-wise (reduction of per-task partial sums).
+/// Adds `b` into `a` element-wise. Per-task partial sums are collected in
+/// task order and folded with this sequentially, never with rayon's
+/// `reduce`, whose tree follows work stealing: a step must give the same
+/// bits every time for a resumed run to equal an uninterrupted one.
 fn add_into(mut a: Vec<f32>, b: Vec<f32>) -> Vec<f32> {
     a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
     a
@@ -824,7 +831,9 @@ fn conv_backward(
                     matmul(d.t(), x, &mut part, false)?;
                     Ok(part)
                 })
-                .try_reduce(|| vec![0.0f32; c_out * c_in], |a, b| Ok(add_into(a, b)))?;
+                .collect::<Result<Vec<_>>>()?
+                .into_iter()
+                .fold(vec![0.0f32; c_out * c_in], add_into);
             grad_weight.copy_from_slice(&dw);
             if let Some(dx) = grad_input {
                 // dX [M, K] = dZ [M, N] · W [N, K].
@@ -849,7 +858,9 @@ fn conv_backward(
                     }
                     Ok(part)
                 })
-                .try_reduce(|| vec![0.0f32; 9 * c_out], |a, b| Ok(add_into(a, b)))?;
+                .collect::<Result<Vec<_>>>()?
+                .into_iter()
+                .fold(vec![0.0f32; 9 * c_out], add_into);
             grad_weight.fill(0.0);
             oihw_from_taps(&taps, 1, c_out, grad_weight)?;
             if let Some(dx) = grad_input {
@@ -880,7 +891,9 @@ fn conv_backward(
                     }
                     Ok(part)
                 })
-                .try_reduce(|| vec![0.0f32; 9 * c_in * c_out], |a, b| Ok(add_into(a, b)))?;
+                .collect::<Result<Vec<_>>>()?
+                .into_iter()
+                .fold(vec![0.0f32; 9 * c_in * c_out], add_into);
             grad_weight.fill(0.0);
             oihw_from_taps(&taps, c_in, c_out, grad_weight)?;
         }
