@@ -207,6 +207,14 @@ pub fn run(args: &Args) -> Result<()> {
     };
     let (net, metadata) = initial_model(&run_args, &train_source)?;
     let net = match &resume {
+        Some(r) if r.model.net.architecture() != net.architecture() => {
+            return Err(Error::InvalidConfig(format!(
+                "the checkpoint in {} is a {}, but this run trains a {}",
+                dir.display(),
+                r.model.net.config().name(),
+                net.config().name()
+            )));
+        }
         Some(r) => r.model.net.clone(),
         None => net,
     };

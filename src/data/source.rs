@@ -90,6 +90,7 @@ fn open_idx(images: &Path, labels: &Path) -> Result<Source> {
         )));
     }
     let mut dataset = IdxDataset::open(images, labels, None)?;
+    check_contiguous_labels(&dataset, images)?;
     if dataset.classes() <= FASHION_MNIST_CLASSES.len()
         && images.to_string_lossy().to_lowercase().contains("fashion")
     {
@@ -104,4 +105,28 @@ fn open_idx(images: &Path, labels: &Path) -> Result<Source> {
         kind: SourceKind::Idx,
         image_size: (h == w).then_some(h),
     })
+}
+
+/// IDX files do not say how many classes there are, so it is taken as the
+/// largest label + 1. A class below it with no sample at all means a stray
+/// label (e.g. 200 among 0..9): refuse it rather than train a 201-way head.
+fn check_contiguous_labels(dataset: &IdxDataset, images: &Path) -> Result<()> {
+    let classes = dataset.classes();
+    let mut counts = vec![0usize; classes];
+    let mut last_of = vec![0usize; classes];
+    for i in 0..dataset.len() {
+        let label = dataset.label(i)?;
+        counts[label] += 1;
+        last_of[label] = i;
+    }
+    if let Some(empty) = counts.iter().position(|&c| c == 0) {
+        let top = classes - 1;
+        return Err(Error::Data(format!(
+            "{}: labels are out of range: sample {} has label {top}, but no sample has label \
+             {empty} (labels must be 0..N-1 for N classes)",
+            images.display(),
+            last_of[top]
+        )));
+    }
+    Ok(())
 }
