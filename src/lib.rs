@@ -23,6 +23,7 @@ pub mod image;
 pub mod kernels;
 pub mod layers;
 pub mod model;
+pub mod quant;
 pub mod sysinfo;
 pub mod tensor;
 

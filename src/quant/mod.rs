@@ -1,0 +1,37 @@
+//! Exact uint8 inference of quantized TFLite models (the official
+//! quantization-aware-trained MobileNet v1 files), bit for bit equal to
+//! LiteRT's reference kernels, layer by layer.
+//!
+//! Unlike [`formats::tflite`](crate::formats::tflite), which dequantizes
+//! such files into our float network, this module keeps every tensor in
+//! uint8 and reproduces TFLite's integer arithmetic: int32 accumulation of
+//! offset products, requantization with gemmlowp's fixed-point multiply
+//! ([`fixed_point`]), clamping to the fused activation's code range, and a
+//! fixed-point softmax.
+//!
+//! | module | TFLite |
+//! |---|---|
+//! | [`fixed_point`] | `QuantizeMultiplier`, `SaturatingRoundingDoublingHighMul`, `RoundingDivideByPOT`, `MultiplyByQuantizedMultiplier` |
+//! | [`requantize`] | `CalculateActivationRangeQuantized`, the output stage of the accumulating ops |
+//! | [`geometry`] | `ComputeOutSize`, `ComputePaddingHeightWidth` |
+//! | [`conv`] | `reference_ops::Conv`, `reference_ops::DepthwiseConv` (uint8) |
+//! | [`fully_connected`] | `reference_ops::FullyConnected` (uint8) |
+//! | [`pool`] | `reference_ops::AveragePool` (uint8) |
+//! | [`softmax`] | `SoftmaxPrepare<kReference>`, `reference_ops::Softmax` (uint8) |
+//! | [`QuantizedTflite`], [`QuantizedPipeline`] | the interpreter with `BUILTIN_REF` kernels |
+//!
+//! The kernels are plain loops over NHWC data, meant as the exact reference
+//! that faster kernels are checked against.
+
+pub mod conv;
+pub mod fixed_point;
+pub mod fully_connected;
+pub mod geometry;
+mod load;
+mod model;
+pub mod pool;
+pub mod requantize;
+pub mod softmax;
+
+pub use model::{QuantTensor, QuantizedPipeline, QuantizedTflite, TensorSpec};
+pub use requantize::{Activation, QuantParams};
