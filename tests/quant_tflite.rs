@@ -363,6 +363,14 @@ fn damaged_and_unsupported_files_are_refused() {
         "stride 0",
     );
 
+    // A huge declared input is refused before anything is allocated.
+    let input_shape = fb.vector(fb.tensor(input), 0);
+    let huge = patched(&file, input_shape + 8, &0x7FFF_FFFFi32.to_le_bytes());
+    match QuantizedTflite::from_bytes(&huge) {
+        Err(Error::TooLarge(msg)) => eprintln!("huge input: {msg}"),
+        other => panic!("huge input: {other:?}"),
+    }
+
     // Float models are not uint8 models.
     let float = read(&shared.join(
         "models/mobilenet_v1_0.25_224_float_tflite/mobilenet_v1_0.25_224_1_default_1.tflite",

@@ -122,6 +122,15 @@ pub(crate) fn product(dims: &[usize], what: &str) -> Result<usize> {
 /// the division (LiteRT's int8 per-channel path multiplies in f64 instead;
 /// the two differ in the last bits of some multipliers, which moves a few
 /// outputs of the official 0.75 and 1.0 MobileNets by one).
+///
+/// ```
+/// use mobilenet::quant::QuantParams;
+/// use mobilenet::quant::conv::conv_multiplier;
+/// let a = QuantParams::new(0.5, 0)?;
+/// let b = QuantParams::new(0.25, 0)?;
+/// assert_eq!(conv_multiplier(a, b, a), 0.25);
+/// # Ok::<(), mobilenet::Error>(())
+/// ```
 pub fn conv_multiplier(input: QuantParams, filter: QuantParams, output: QuantParams) -> f64 {
     f64::from(input.scale * filter.scale) / f64::from(output.scale)
 }

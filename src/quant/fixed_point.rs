@@ -10,17 +10,21 @@
 //!
 //! TFLite has two forms of `MultiplyByQuantizedMultiplier`, chosen at build
 //! time by `TFLITE_SINGLE_ROUNDING`:
-//! * double rounding (the default, and the form LiteRT 2.x's reference
-//!   `Conv`, uint8 `DepthwiseConv` with `kAwayFromZero` output rounding and
-//!   `FullyConnected` reach): `RoundingDivideByPOT(
-//!   SaturatingRoundingDoublingHighMul(x << left, m), right)`, which rounds
-//!   once in the high multiply and again in the shift;
+//! * double rounding, the default when the macro is not set: the high
+//!   multiply `SaturatingRoundingDoublingHighMul(x * 2^left, m)` rounds
+//!   once (halves up), then `RoundingDivideByPOT(.., right)` rounds again
+//!   (halves away from zero);
 //! * single rounding: `(x * m + 2^(30 - shift)) >> (31 - shift)` in 64 bits.
 //!
-//! [`multiply_by_quantized_multiplier`] is the double-rounding form. The two
-//! differ by one on some inputs (see the tests); the official uint8
-//! MobileNets reproduce LiteRT's reference outputs exactly only with the
-//! double-rounding form, which is what the pip builds of LiteRT ship.
+//! LiteRT 2.x's reference uint8 `Conv`, `DepthwiseConv` (its
+//! `kAwayFromZero` output rounding is this same call) and `FullyConnected`
+//! all requantize through `MultiplyByQuantizedMultiplier`, and the pip
+//! builds of LiteRT do not set the macro: [`multiply_by_quantized_multiplier`]
+//! is the double-rounding form. The two differ by one on some accumulators
+//! (see the tests), often enough to tell: with single rounding, 986 of the
+//! 65,536 outputs of the 0.25_128 MobileNet's first pointwise layer on
+//! `skimage_chelsea` would differ from LiteRT's; with double rounding every
+//! layer of the four official models is bit-identical.
 //!
 //! Operations that overflow in C++ (undefined behaviour there, never reached
 //! by valid models) wrap here, so hostile parameters cannot panic.
@@ -137,6 +141,12 @@ pub fn multiply_by_quantized_multiplier(x: i32, multiplier: i32, shift: i32) -> 
 /// TFLite's `MultiplyByQuantizedMultiplierGreaterThanOne`: the high
 /// multiply of `x * 2^left_shift`, without a rounding shift (softmax uses
 /// it on input differences bounded so that the shift cannot overflow).
+///
+/// ```
+/// use mobilenet::quant::fixed_point::multiply_by_quantized_multiplier_greater_than_one as mul;
+/// // 3 * 2^4 * 0.75
+/// assert_eq!(mul(3, 3 << 29, 4), 36);
+/// ```
 pub fn multiply_by_quantized_multiplier_greater_than_one(
     x: i32,
     multiplier: i32,

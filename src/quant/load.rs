@@ -32,6 +32,9 @@ const MAX_NAME: usize = 4096;
 /// Largest tensor we allocate, in elements (bytes).
 const MAX_TENSOR: usize = 1 << 28;
 
+/// Most bytes of values (all operator outputs together) a run may hold.
+const MAX_VALUES: usize = 1 << 30;
+
 /// Most multiply-adds we accept per run (MobileNet v1 1.0_224 needs
 /// 0.57 G).
 const MAX_MACS: u64 = 1 << 35;
@@ -56,7 +59,8 @@ pub(crate) fn load(bytes: &[u8]) -> Result<QuantizedTflite> {
         )));
     }
     // Every buffer must lie in the file, even those we do not use (such
-    // as metadata): a cut file is refused wherever it is cut.
+    // as metadata), so that a cut or damaged file is refused even where
+    // the operators read nothing.
     let n_buffers = u32::try_from(model.buffer_count()?).unwrap_or(u32::MAX);
     for b in 0..n_buffers {
         model.buffer_data(b)?;
@@ -78,6 +82,7 @@ pub(crate) fn load(bytes: &[u8]) -> Result<QuantizedTflite> {
         slots: HashMap::new(),
         nodes: Vec::new(),
         macs: 0,
+        bytes: 0,
     };
     let input_def = loader.tensor(*input)?;
     let input_spec = loader.activation_spec(&input_def, "the model input")?;
@@ -107,6 +112,8 @@ struct Loader<'a> {
     slots: HashMap<i32, usize>,
     nodes: Vec<Node>,
     macs: u64,
+    /// Bytes of all operator outputs so far.
+    bytes: usize,
 }
 
 /// An operator being read: its index, name and table.
@@ -137,6 +144,12 @@ impl<'a> OpRef<'a> {
     /// The `n`-th input tensor index, if present and not -1 (optional).
     fn input(&self, n: usize) -> Option<i32> {
         self.op.inputs.get(n).copied().filter(|&t| t != -1)
+    }
+
+    /// The `n`-th input tensor index, which must be present.
+    fn required_input(&self, n: usize, what: &str) -> Result<i32> {
+        self.input(n)
+            .ok_or_else(|| format_err(format!("{} has no {what}", self.describe())))
     }
 
     /// Checks the number of inputs is within `range`.
@@ -362,9 +375,7 @@ impl<'a> Loader<'a> {
 
     /// The value slot and spec of the activation operator `o` reads.
     fn activation_input(&self, o: &OpRef<'_>) -> Result<(usize, TensorDef, TensorSpec)> {
-        let index = o
-            .input(0)
-            .ok_or_else(|| format_err(format!("{} has no input tensor", o.describe())))?;
+        let index = o.required_input(0, "input tensor")?;
         let slot = *self.slots.get(&index).ok_or_else(|| {
             format_err(format!(
                 "{} reads tensor {index}, which is neither the model input nor an earlier \
@@ -377,8 +388,9 @@ impl<'a> Loader<'a> {
         Ok((slot, t, spec))
     }
 
-    /// The one output tensor of `o`, not written before.
-    fn output(&self, o: &OpRef<'_>) -> Result<(i32, TensorDef, TensorSpec)> {
+    /// The one output tensor of `o`, not written before, within
+    /// [`MAX_VALUES`] with the outputs before it.
+    fn output(&mut self, o: &OpRef<'_>) -> Result<(i32, TensorDef, TensorSpec)> {
         let [index] = o.op.outputs[..] else {
             return Err(format_err(format!(
                 "{} has {} outputs, expected 1",
@@ -394,6 +406,16 @@ impl<'a> Loader<'a> {
         }
         let t = self.tensor(index)?;
         let spec = self.activation_spec(&t, &format!("{}'s output", o.describe()))?;
+        self.bytes = self
+            .bytes
+            .checked_add(spec.numel())
+            .filter(|&b| b <= MAX_VALUES)
+            .ok_or_else(|| {
+                Error::TooLarge(format!(
+                    "tflite: {} brings the model's values past {MAX_VALUES} bytes",
+                    o.describe()
+                ))
+            })?;
         Ok((index, t, spec))
     }
 
@@ -482,12 +504,12 @@ impl<'a> Loader<'a> {
         };
         let (slot, input_def, input) = self.activation_input(o)?;
         let [batches, h, w, cin] = dims4(&input_def, &format!("{what}'s input"))?;
-        let filter_def = self.tensor(o.input(1).unwrap_or(-1))?;
+        let filter_def = self.tensor(o.required_input(1, "filter")?)?;
         let filter_what = format!("{what}'s filter");
         let filter = self.uint8_params(&filter_def, &filter_what)?;
         let [f0, kh, kw, f3] = dims4(&filter_def, &filter_what)?;
         let (kind, cout) = if depthwise {
-            if f0 != 1 || f3 % cin != 0 {
+            if f0 != 1 || cin == 0 || !f3.is_multiple_of(cin) {
                 return Err(format_err(format!(
                     "{what}: depthwise filter {:?} does not fit {cin} input channels",
                     filter_def.shape
@@ -559,7 +581,7 @@ impl<'a> Loader<'a> {
             )));
         }
         let (slot, input_def, input) = self.activation_input(o)?;
-        let filter_def = self.tensor(o.input(1).unwrap_or(-1))?;
+        let filter_def = self.tensor(o.required_input(1, "filter")?)?;
         let filter_what = format!("{what}'s weights");
         let filter = self.uint8_params(&filter_def, &filter_what)?;
         let &[units, depth] = filter_def.shape.as_slice() else {
@@ -681,6 +703,9 @@ impl<'a> Loader<'a> {
         // RESHAPE may carry its new shape as a second input; the declared
         // output shape is what we use (and check).
         o.expect_inputs(1..=if code == op::RESHAPE { 2 } else { 1 })?;
+        if let Some(shape) = o.input(1) {
+            self.tensor(shape)?;
+        }
         let (slot, _, input) = self.activation_input(o)?;
         let (out_index, _, output) = self.output(o)?;
         if output.numel() != input.numel() {

@@ -20,6 +20,16 @@
 //! | [`softmax`] | `SoftmaxPrepare<kReference>`, `reference_ops::Softmax` (uint8) |
 //! | [`QuantizedTflite`], [`QuantizedPipeline`] | the interpreter with `BUILTIN_REF` kernels |
 //!
+//! Three details decide bit-exactness against LiteRT 2.x (checked layer
+//! by layer on the four official MobileNet v1 files, see
+//! `tests/quant_tflite.rs`):
+//! * requantization rounds twice (see [`fixed_point`]);
+//! * the uint8 convolution multiplier multiplies `input_scale *
+//!   filter_scale` in f32 before the f64 division by `output_scale`
+//!   ([`conv::conv_multiplier`]);
+//! * the softmax is the reference kernel's fixed-point one, not the float
+//!   lookup table of LiteRT's optimized kernel ([`softmax`]).
+//!
 //! The kernels are plain loops over NHWC data, meant as the exact reference
 //! that faster kernels are checked against.
 

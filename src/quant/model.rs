@@ -40,6 +40,20 @@ pub struct QuantTensor {
 
 impl QuantTensor {
     /// The real values `scale * (q - zero_point)`.
+    ///
+    /// ```
+    /// use mobilenet::quant::{QuantParams, QuantTensor, TensorSpec};
+    /// let t = QuantTensor {
+    ///     spec: TensorSpec {
+    ///         name: "probs".into(),
+    ///         shape: vec![1, 2],
+    ///         params: QuantParams::new(1.0 / 256.0, 0)?,
+    ///     },
+    ///     data: vec![64, 192],
+    /// };
+    /// assert_eq!(t.dequantize(), [0.25, 0.75]);
+    /// # Ok::<(), mobilenet::Error>(())
+    /// ```
     pub fn dequantize(&self) -> Vec<f32> {
         self.data
             .iter()
@@ -71,7 +85,8 @@ pub(crate) struct Node {
 }
 
 /// A uint8 TFLite model executed exactly as LiteRT's reference kernels:
-/// every output byte, and every intermediate tensor, equals theirs.
+/// every output byte, and every intermediate tensor, equals theirs (checked
+/// on the official quantized MobileNet v1 files).
 ///
 /// Built from a `.tflite` file with [`QuantizedTflite::from_bytes`]: the
 /// operators of the (single) subgraph in file order, each reading the model

@@ -108,6 +108,17 @@ impl Activation {
 /// Requantization of an int32 accumulator to a uint8 output, as the
 /// reference `Conv`, `DepthwiseConv` and `FullyConnected` end:
 /// `clamp(MultiplyByQuantizedMultiplier(acc) + output_zero_point)`.
+///
+/// ```
+/// use mobilenet::quant::requantize::OutputStage;
+/// use mobilenet::quant::{Activation, QuantParams};
+/// let out = QuantParams::new(0.1, 20)?;
+/// let stage = OutputStage::new(0.01, out, Activation::Relu6)?;
+/// assert_eq!(stage.apply(1250), 33); // 12.5 -> 13, plus 20
+/// assert_eq!(stage.apply(-5000), 20); // ReLU: real 0 is code 20
+/// assert_eq!(stage.apply(9000), 80); // ReLU6: 6 / 0.1 + 20
+/// # Ok::<(), mobilenet::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct OutputStage {
     multiplier: i32,
