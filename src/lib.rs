@@ -24,6 +24,7 @@ pub mod image;
 pub mod kernels;
 pub mod layers;
 pub mod model;
+pub mod quant;
 pub mod sysinfo;
 pub mod tensor;
 pub mod train;

@@ -4,6 +4,9 @@
 
 mod common;
 
+use common::fb::Fb;
+use common::{json, read};
+
 use std::path::{Path, PathBuf};
 
 use mobilenet::Error;
@@ -27,14 +30,6 @@ const FLOAT_MODEL: &str =
 const CORAL: &str = "models/coral_test_data_mobilenet_v1_quant";
 const EXTRACTOR: &str = "mobilenet_v1_1.0_224_quant_embedding_extractor.tflite";
 const HEAD: &str = "mobilenet_quant_v1_224_head_layers.tflite";
-
-fn read(path: &Path) -> Vec<u8> {
-    std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-fn json(path: &Path) -> Value {
-    serde_json::from_slice(&read(path)).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
 
 fn f32_list(v: &Value) -> Vec<f32> {
     v.as_array()
@@ -295,70 +290,6 @@ fn quantized_models_agree_with_litert_top1() {
             );
             assert_eq!(ours[0], want[0], "{id} {image}: top-1");
         }
-    }
-}
-
-/// Just enough of a FlatBuffers walker to find things to damage.
-struct Fb<'a>(&'a [u8]);
-
-impl Fb<'_> {
-    fn u32(&self, p: usize) -> usize {
-        u32::from_le_bytes(self.0[p..p + 4].try_into().unwrap()) as usize
-    }
-    fn u16(&self, p: usize) -> usize {
-        u16::from_le_bytes(self.0[p..p + 2].try_into().unwrap()) as usize
-    }
-    fn root(&self) -> usize {
-        self.u32(0)
-    }
-    /// Position of field `slot` of the table at `t`, if present.
-    fn field(&self, t: usize, slot: usize) -> Option<usize> {
-        let soffset = i32::from_le_bytes(self.0[t..t + 4].try_into().unwrap());
-        let vt = (t as i64 - soffset as i64) as usize;
-        let entry = 4 + 2 * slot;
-        if entry >= self.u16(vt) {
-            return None;
-        }
-        match self.u16(vt + entry) {
-            0 => None,
-            off => Some(t + off),
-        }
-    }
-    /// Follows the offset stored at `p`.
-    fn deref(&self, p: usize) -> usize {
-        p + self.u32(p)
-    }
-    /// The vector in field `slot` of table `t`.
-    fn vector(&self, t: usize, slot: usize) -> usize {
-        self.deref(self.field(t, slot).expect("vector field"))
-    }
-    /// Element `i` of a vector of tables.
-    fn table_at(&self, v: usize, i: usize) -> usize {
-        self.deref(v + 4 + 4 * i)
-    }
-    fn i32_at(&self, v: usize, i: usize) -> usize {
-        self.u32(v + 4 + 4 * i)
-    }
-    /// `(start, len)` of the data of every non-empty buffer.
-    fn buffer_ranges(&self) -> Vec<(usize, usize)> {
-        let buffers = self.vector(self.root(), 4);
-        (0..self.u32(buffers))
-            .filter_map(|i| {
-                let b = self.table_at(buffers, i);
-                let data = self.deref(self.field(b, 0)?);
-                Some((data + 4, self.u32(data)))
-            })
-            .collect()
-    }
-    /// Start of the data of the weights of operator `op`.
-    fn weights_of(&self, op: usize) -> usize {
-        let sub = self.table_at(self.vector(self.root(), 2), 0);
-        let operator = self.table_at(self.vector(sub, 3), op);
-        let weight = self.i32_at(self.vector(operator, 1), 1);
-        let tensor = self.table_at(self.vector(sub, 0), weight);
-        let buffer = self.u32(self.field(tensor, 2).unwrap());
-        let b = self.table_at(self.vector(self.root(), 4), buffer);
-        self.deref(self.field(b, 0).unwrap()) + 4
     }
 }
 

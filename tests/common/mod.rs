@@ -1,7 +1,21 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+pub mod fb;
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+/// The bytes of a file the test needs.
+pub fn read(path: &Path) -> Vec<u8> {
+    std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// A JSON file the test needs.
+pub fn json(path: &Path) -> Value {
+    serde_json::from_slice(&read(path)).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
 
 /// The `shared/` data folder beside the checkout (models, photos, reference
 /// outputs), or `None` when it is absent, after saying that the calling test

@@ -26,10 +26,10 @@
 //! custom quantization, several subgraphs, and labels that are compressed
 //! inside the metadata archive.
 
-mod flatbuffer;
+pub(crate) mod flatbuffer;
 mod import;
 mod labels;
-mod schema;
+pub(crate) mod schema;
 
 use crate::error::Result;
 use crate::formats::LoadedModel;

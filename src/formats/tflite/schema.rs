@@ -15,6 +15,7 @@ pub(crate) mod op {
     pub const AVERAGE_POOL_2D: i32 = 1;
     pub const CONV_2D: i32 = 3;
     pub const DEPTHWISE_CONV_2D: i32 = 4;
+    pub const FULLY_CONNECTED: i32 = 9;
     pub const RESHAPE: i32 = 22;
     pub const SOFTMAX: i32 = 25;
     pub const SQUEEZE: i32 = 43;
@@ -29,7 +30,7 @@ pub(crate) fn op_name(code: i32) -> String {
         op::CONV_2D => "CONV_2D",
         op::DEPTHWISE_CONV_2D => "DEPTHWISE_CONV_2D",
         6 => "DEQUANTIZE",
-        9 => "FULLY_CONNECTED",
+        op::FULLY_CONNECTED => "FULLY_CONNECTED",
         14 => "LOGISTIC",
         17 => "MAX_POOL_2D",
         18 => "MUL",
@@ -184,6 +185,11 @@ impl<'a> Model<'a> {
         self.table.vector_or_empty(4, 4, "Model.buffers")
     }
 
+    /// The number of buffers.
+    pub(crate) fn buffer_count(&self) -> Result<usize> {
+        Ok(self.buffers()?.len())
+    }
+
     /// The bytes of buffer `index` (empty if it has none). Buffers either
     /// hold their bytes inline (`data`) or, in files larger than 2 GB,
     /// point at them with an absolute `offset` and `size`.
@@ -258,8 +264,15 @@ impl<'a> SubGraph<'a> {
         self.table.vector_or_empty(3, 4, "SubGraph.operators")
     }
 
-    /// Tensor `index` (checked against the number of tensors).
+    /// Tensor `index` (checked against the number of tensors), its name
+    /// cut at [`MAX_NAME`] bytes.
     pub(crate) fn tensor(&self, index: i32) -> Result<TensorDef> {
+        self.tensor_with_name(index, MAX_NAME)
+    }
+
+    /// Like [`SubGraph::tensor`], with names of up to `max_name` bytes
+    /// (TFLite's converter joins fused op names into long tensor names).
+    pub(crate) fn tensor_with_name(&self, index: i32, max_name: usize) -> Result<TensorDef> {
         let tensors = self.tensors()?;
         let what = format!("tensor {index}");
         let i = usize::try_from(index)
@@ -271,7 +284,7 @@ impl<'a> SubGraph<'a> {
                     tensors.len()
                 ))
             })?;
-        TensorDef::parse(tensors.table(i, &what)?, index, &what)
+        TensorDef::parse(tensors.table(i, &what)?, index, &what, max_name)
     }
 
     pub(crate) fn operator(&self, i: usize) -> Result<Operator<'a>> {
@@ -296,7 +309,7 @@ pub(crate) struct TensorDef {
 const MAX_NAME: usize = 160;
 
 impl TensorDef {
-    fn parse(t: Table<'_>, index: i32, what: &str) -> Result<TensorDef> {
+    fn parse(t: Table<'_>, index: i32, what: &str, max_name: usize) -> Result<TensorDef> {
         let shape_v = t.vector_or_empty(0, 4, what)?;
         let mut shape = Vec::with_capacity(shape_v.len().min(8));
         for i in 0..shape_v.len() {
@@ -307,7 +320,7 @@ impl TensorDef {
         }
         let dtype = TensorType::from_code(t.i8_or(1, 0, what)?);
         let buffer = t.u32_or(2, 0, what)?;
-        let name = t.string(3, MAX_NAME, what)?.unwrap_or_default();
+        let name = t.string(3, max_name, what)?.unwrap_or_default();
         let quantization = match t.table(4, what)? {
             Some(q) => Quantization::parse(q, &shape, what)?,
             None => None,
@@ -415,6 +428,7 @@ pub(crate) mod options {
     pub const CONV_2D: u8 = 1;
     pub const DEPTHWISE_CONV_2D: u8 = 2;
     pub const POOL_2D: u8 = 5;
+    pub const FULLY_CONNECTED: u8 = 8;
     pub const SOFTMAX: u8 = 9;
     pub const RESHAPE: u8 = 17;
     pub const SQUEEZE: u8 = 30;
@@ -499,6 +513,27 @@ impl PoolOptions {
             stride: [t.i32_or(2, 0, what)?, t.i32_or(1, 0, what)?],
             filter: [t.i32_or(4, 0, what)?, t.i32_or(3, 0, what)?],
             fused: Fused::from_code(t.u8_or(5, 0, what)?),
+        })
+    }
+}
+
+/// `FullyConnectedOptions { fused_activation_function, weights_format =
+/// DEFAULT, keep_num_dims = false, asymmetric_quantize_inputs }` (the fields
+/// we check).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct FullyConnectedOptions {
+    pub fused: Fused,
+    /// 0 is `DEFAULT`; others are shuffled layouts.
+    pub weights_format: u8,
+    pub keep_num_dims: bool,
+}
+
+impl FullyConnectedOptions {
+    pub(crate) fn parse(t: Table<'_>, what: &str) -> Result<FullyConnectedOptions> {
+        Ok(FullyConnectedOptions {
+            fused: Fused::from_code(t.u8_or(0, 0, what)?),
+            weights_format: t.u8_or(1, 0, what)?,
+            keep_num_dims: t.u8_or(2, 0, what)? != 0,
         })
     }
 }
