@@ -53,7 +53,7 @@ fn idx_folder(name: &str, n: usize, classes: u8, bad_label: bool) -> PathBuf {
             labels.push(label);
             for y in 0..16u8 {
                 for x in 0..16u8 {
-                    let on = (x / 4 + y / 4 + label) % 2 == 0;
+                    let on = (x / 4 + y / 4 + label).is_multiple_of(2);
                     pixels.push(if on {
                         200 + (i % 50) as u8
                     } else {
