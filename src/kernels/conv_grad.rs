@@ -183,17 +183,23 @@ pub fn conv3x3_grad_weight_nhwc(
     Ok(())
 }
 
+/// Index pairs `(oihw, tap-major)` of every weight of a `C_in -> C_out`
+/// 3x3 convolution.
+fn oihw_tap_pairs(c_in: usize, c_out: usize) -> impl Iterator<Item = (usize, usize)> {
+    (0..c_out).flat_map(move |o| {
+        (0..c_in).flat_map(move |i| {
+            (0..9).map(move |t| ((o * c_in + i) * 9 + t, (t * c_in + i) * c_out + o))
+        })
+    })
+}
+
 /// `(C_out, C_in, 3, 3)` (PyTorch OIHW) to tap-major `[9][C_in][C_out]`;
 /// for a depthwise weight `(C, 1, 3, 3)` pass `c_in = 1`, `c_out = C`.
 pub fn taps_from_oihw(oihw: &[f32], c_in: usize, c_out: usize, taps: &mut [f32]) -> Result<()> {
     check_len("OIHW weight", oihw.len(), [c_out, c_in, 9])?;
     check_len("tap-major weight", taps.len(), [9, c_in, c_out])?;
-    for o in 0..c_out {
-        for i in 0..c_in {
-            for t in 0..9 {
-                taps[(t * c_in + i) * c_out + o] = oihw[(o * c_in + i) * 9 + t];
-            }
-        }
+    for (from, to) in oihw_tap_pairs(c_in, c_out) {
+        taps[to] = oihw[from];
     }
     Ok(())
 }
@@ -202,12 +208,8 @@ pub fn taps_from_oihw(oihw: &[f32], c_in: usize, c_out: usize, taps: &mut [f32])
 pub fn oihw_from_taps(taps: &[f32], c_in: usize, c_out: usize, oihw: &mut [f32]) -> Result<()> {
     check_len("OIHW weight", oihw.len(), [c_out, c_in, 9])?;
     check_len("tap-major weight", taps.len(), [9, c_in, c_out])?;
-    for o in 0..c_out {
-        for i in 0..c_in {
-            for t in 0..9 {
-                oihw[(o * c_in + i) * 9 + t] += taps[(t * c_in + i) * c_out + o];
-            }
-        }
+    for (to, from) in oihw_tap_pairs(c_in, c_out) {
+        oihw[to] += taps[from];
     }
     Ok(())
 }

@@ -628,6 +628,11 @@ fn add_f64(mut a: Vec<f64>, b: Vec<f64>) -> Vec<f64> {
     a
 }
 
+/// Two f32 per-channel partial sums as one f64 vector `[a..., b...]`.
+fn widen_pair(a: &[f32], b: &[f32]) -> Vec<f64> {
+    a.iter().chain(b).map(|&v| f64::from(v)).collect()
+}
+
 /// Per-channel mean and biased variance of `[rows, c]` data. Sums are
 /// taken around a per-channel shift (the first row), which keeps
 /// `E[(x-k)²] - E[x-k]²` accurate when the mean is large next to the spread;
@@ -647,10 +652,7 @@ fn channel_mean_var(z: &[f32], c: usize) -> (Vec<f64>, Vec<f64>) {
                     *b += d * d;
                 }
             }
-            s1.iter()
-                .chain(&s2)
-                .map(|&v| f64::from(v))
-                .collect::<Vec<f64>>()
+            widen_pair(&s1, &s2)
         })
         .collect::<Vec<_>>()
         .into_iter()
@@ -710,10 +712,7 @@ fn bn_act_backward(
                     *db += dy;
                 }
             }
-            dg.iter()
-                .chain(&db)
-                .map(|&v| f64::from(v))
-                .collect::<Vec<f64>>()
+            widen_pair(&dg, &db)
         })
         .collect::<Vec<_>>()
         .into_iter()
