@@ -128,6 +128,10 @@ pub struct RunArgs {
     /// Input normalisation.
     #[arg(long, value_enum, default_value_t = NormalizeArg::Tf)]
     pub normalize: NormalizeArg,
+    /// Pixels of random shift for small (IDX) images: zero-pad by this much
+    /// and crop back [default: size / 8].
+    #[arg(long)]
+    pub pad: Option<usize>,
     /// No random horizontal flips (e.g. for digits).
     #[arg(long)]
     pub no_flip: bool,
@@ -234,8 +238,11 @@ pub fn run(args: &Args) -> Result<()> {
         NormalizeArg::Tf => Normalize::Tf,
         NormalizeArg::Torch => Normalize::Torch,
     };
-    let (train_augment, eval_augment) =
+    let (mut train_augment, eval_augment) =
         augmentations(train_source.kind, resolution, normalize, !run_args.no_flip);
+    if let (Some(pad), Crop::Pad { .. }) = (run_args.pad, train_augment.crop) {
+        train_augment.crop = Crop::Pad { pad };
+    }
     let loader_config = LoaderConfig {
         batch_size: run_args.batch,
         shuffle: true,
