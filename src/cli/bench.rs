@@ -14,10 +14,17 @@ pub struct Args {
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
+    /// Time training steps (forward + backward + SGD update) instead of
+    /// inference.
+    #[arg(long)]
+    train: bool,
 }
 
 pub fn run(args: &Args) -> Result<()> {
     let a = &args.engine;
+    if args.train {
+        return crate::cli::bench_train::run(a, args.json);
+    }
     let mut p = a.prepare(true)?;
     let batch = a.batch;
     for _ in 0..a.warmup {

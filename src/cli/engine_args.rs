@@ -66,32 +66,7 @@ pub struct Prepared {
 impl EngineArgs {
     /// Checks the numbers, builds a random network and compiles it.
     pub fn prepare(&self, fuse_by_default: bool) -> Result<Prepared> {
-        let bad = |msg: String| Err(mobilenet::Error::InvalidConfig(msg));
-        if self.batch == 0 || self.batch > MAX_BATCH {
-            return bad(format!(
-                "batch must be between 1 and {MAX_BATCH}, got {}",
-                self.batch
-            ));
-        }
-        if self.runs == 0 || self.runs > MAX_RUNS {
-            return bad(format!(
-                "runs must be between 1 and {MAX_RUNS}, got {}",
-                self.runs
-            ));
-        }
-        if self.warmup > MAX_RUNS {
-            return bad(format!(
-                "warmup must be at most {MAX_RUNS}, got {}",
-                self.warmup
-            ));
-        }
-        let config = MobileNetConfig {
-            alpha: self.alpha,
-            resolution: self.resolution,
-            classes: self.classes,
-            strides: self.strides,
-            ..Default::default()
-        };
+        let config = self.config()?;
         let net = MobileNet::random(&config, 0)?;
         let defaults = PlanOptions::default();
         let options = PlanOptions {
@@ -120,6 +95,37 @@ impl EngineArgs {
             workspace,
             input,
             logits,
+        })
+    }
+
+    /// Checks batch, runs and warm-up, and gives the network's configuration
+    /// (its own checks run when the network is built).
+    pub fn config(&self) -> Result<MobileNetConfig> {
+        let bad = |msg: String| Err(mobilenet::Error::InvalidConfig(msg));
+        if self.batch == 0 || self.batch > MAX_BATCH {
+            return bad(format!(
+                "batch must be between 1 and {MAX_BATCH}, got {}",
+                self.batch
+            ));
+        }
+        if self.runs == 0 || self.runs > MAX_RUNS {
+            return bad(format!(
+                "runs must be between 1 and {MAX_RUNS}, got {}",
+                self.runs
+            ));
+        }
+        if self.warmup > MAX_RUNS {
+            return bad(format!(
+                "warmup must be at most {MAX_RUNS}, got {}",
+                self.warmup
+            ));
+        }
+        Ok(MobileNetConfig {
+            alpha: self.alpha,
+            resolution: self.resolution,
+            classes: self.classes,
+            strides: self.strides,
+            ..Default::default()
         })
     }
 }

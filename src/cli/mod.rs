@@ -3,6 +3,7 @@
 //! configurations, files), 1 for anything else. Never a panic or backtrace.
 
 mod bench;
+mod bench_train;
 mod classify;
 mod convert;
 mod engine_args;
