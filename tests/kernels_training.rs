@@ -4,8 +4,12 @@
 //! linear map: for y = conv(x; w) and any g,
 //! `<y, g> = <x, ∂x(g)> = <w, ∂w(x, g)>`, with the forward computed by the
 //! reference `layers::conv2d`. The GEMM is checked against its triple-loop
-//! reference with every combination of transposed operands.
+//! reference with every combination of transposed operands. The batch-norm
+//! passes are checked against plain per-element loops written here. Every
+//! instruction set must give the portable build's bits exactly.
 
+use mobilenet::kernels::Isa;
+use mobilenet::kernels::batch_norm;
 use mobilenet::kernels::conv_grad::{
     conv3x3_grad_weight_nhwc, depthwise3x3_grad_input_nhwc, depthwise3x3_grad_weight_nhwc,
     oihw_from_taps, taps_from_oihw,
@@ -49,6 +53,10 @@ fn conv_params(geom: &Conv3x3Geometry, pad: [usize; 4], groups: usize) -> Conv2d
     }
 }
 
+fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
 fn close(a: f64, b: f64, scale: f64) -> bool {
     (a - b).abs() <= 1e-4 * scale.max(1.0)
 }
@@ -78,11 +86,20 @@ proptest! {
         let mut taps = vec![0.0; 9 * c];
         taps_from_oihw(&weight, 1, c, &mut taps).unwrap();
         let mut dx = vec![f32::NAN; h * w * c];
-        depthwise3x3_grad_input_nhwc(&geom, c, &taps, &g, &mut dx).unwrap();
+        depthwise3x3_grad_input_nhwc(Isa::Portable, &geom, c, &taps, &g, &mut dx).unwrap();
         prop_assert!(close(dot(&x, &dx), lhs, lhs.abs()), "input: {} vs {}", dot(&x, &dx), lhs);
 
         let mut dw_taps = vec![0.0; 9 * c];
-        depthwise3x3_grad_weight_nhwc(&geom, c, &x, &g, &mut dw_taps).unwrap();
+        depthwise3x3_grad_weight_nhwc(Isa::Portable, &geom, c, &x, &g, &mut dw_taps).unwrap();
+        // Every instruction set gives the very same bits.
+        for isa in Isa::supported() {
+            let mut dx_isa = vec![f32::NAN; h * w * c];
+            depthwise3x3_grad_input_nhwc(isa, &geom, c, &taps, &g, &mut dx_isa).unwrap();
+            prop_assert!(bits(&dx_isa) == bits(&dx), "{isa}: input gradient differs");
+            let mut dw_isa = vec![0.0; 9 * c];
+            depthwise3x3_grad_weight_nhwc(isa, &geom, c, &x, &g, &mut dw_isa).unwrap();
+            prop_assert!(bits(&dw_isa) == bits(&dw_taps), "{isa}: weight gradient differs");
+        }
         let mut dw = vec![0.0; 9 * c];
         oihw_from_taps(&dw_taps, 1, c, &mut dw).unwrap();
         prop_assert!(close(dot(&weight, &dw), lhs, lhs.abs()), "weight: {} vs {}", dot(&weight, &dw), lhs);
@@ -106,7 +123,12 @@ proptest! {
         ).unwrap();
         let lhs = dot(y.data(), &g);
         let mut taps = vec![0.0; 9 * c_in * c_out];
-        conv3x3_grad_weight_nhwc(&geom, c_in, c_out, &x, &g, &mut taps).unwrap();
+        conv3x3_grad_weight_nhwc(Isa::Portable, &geom, c_in, c_out, &x, &g, &mut taps).unwrap();
+        for isa in Isa::supported() {
+            let mut taps_isa = vec![0.0; 9 * c_in * c_out];
+            conv3x3_grad_weight_nhwc(isa, &geom, c_in, c_out, &x, &g, &mut taps_isa).unwrap();
+            prop_assert!(bits(&taps_isa) == bits(&taps), "{isa}: stem weight gradient differs");
+        }
         let mut dw = vec![0.0; weight.len()];
         oihw_from_taps(&taps, c_in, c_out, &mut dw).unwrap();
         prop_assert!(close(dot(&weight, &dw), lhs, lhs.abs()));
@@ -136,6 +158,96 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    #[test]
+    fn batch_norm_passes_equal_plain_loops_on_every_isa(
+        rows in 1usize..40, c in 1usize..40, seed in any::<u64>(),
+    ) {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let z = random(rows * c, &mut rng);
+        let g0 = random(rows * c, &mut rng);
+        let [mean, scale, beta, inv_std, k, dgn, dbn] = std::array::from_fn(|_| random(c, &mut rng));
+        let shift = &z[..c];
+        let clamp = (0.0f32, 0.5f32);
+        // The plain loops.
+        let (mut s1, mut s2) = (vec![0.0f32; c], vec![0.0f32; c]);
+        let mut y = vec![0.0f32; rows * c];
+        let mut g = g0.clone();
+        let (mut dg, mut db) = (vec![0.0f32; c], vec![0.0f32; c]);
+        for r in 0..rows {
+            for ch in 0..c {
+                let i = r * c + ch;
+                let d = z[i] - shift[ch];
+                s1[ch] += d;
+                s2[ch] += d * d;
+                y[i] = ((z[i] - mean[ch]) * scale[ch] + beta[ch]).max(clamp.0).min(clamp.1);
+                let dy = if y[i] > clamp.0 && y[i] < clamp.1 { g[i] } else { 0.0 };
+                g[i] = dy;
+                dg[ch] += dy * ((z[i] - mean[ch]) * inv_std[ch]);
+                db[ch] += dy;
+            }
+        }
+        let mut dz = g.clone();
+        for r in 0..rows {
+            for ch in 0..c {
+                let i = r * c + ch;
+                dz[i] = k[ch] * (dz[i] - dbn[ch] - (z[i] - mean[ch]) * inv_std[ch] * dgn[ch]);
+            }
+        }
+        for isa in Isa::supported() {
+            let (mut t1, mut t2) = (vec![0.0f32; c], vec![0.0f32; c]);
+            batch_norm::shifted_channel_sums(isa, &z, c, shift, &mut t1, &mut t2).unwrap();
+            prop_assert!(bits(&t1) == bits(&s1) && bits(&t2) == bits(&s2), "{isa}: sums");
+            let mut y_isa = vec![f32::NAN; rows * c];
+            batch_norm::normalize_clamp(isa, &z, &mut y_isa, c, &mean, &scale, &beta, clamp).unwrap();
+            prop_assert!(bits(&y_isa) == bits(&y), "{isa}: forward");
+            let mut g_isa = g0.clone();
+            let (mut dg_isa, mut db_isa) = (vec![0.0f32; c], vec![0.0f32; c]);
+            batch_norm::backward_sums(
+                isa, &mut g_isa, &y, &z, c, &mean, &inv_std, clamp, &mut dg_isa, &mut db_isa,
+            ).unwrap();
+            prop_assert!(bits(&g_isa) == bits(&g), "{isa}: masked gradient");
+            prop_assert!(bits(&dg_isa) == bits(&dg) && bits(&db_isa) == bits(&db), "{isa}: dγ, dβ");
+            batch_norm::backward_input(isa, &mut g_isa, &z, c, &mean, &inv_std, &k, &dgn, &dbn).unwrap();
+            prop_assert!(bits(&g_isa) == bits(&dz), "{isa}: dz");
+        }
+    }
+}
+
+#[test]
+fn batch_norm_kernels_reject_wrong_lengths() {
+    let (z, v) = (vec![0.0f32; 12], vec![0.0f32; 3]);
+    let (mut a, mut b) = (vec![0.0f32; 3], vec![0.0f32; 3]);
+    let isa = Isa::Portable;
+    assert!(matches!(
+        batch_norm::shifted_channel_sums(isa, &z[1..], 3, &v, &mut a, &mut b),
+        Err(Error::Shape(_))
+    ));
+    assert!(batch_norm::shifted_channel_sums(isa, &z, 3, &v[1..], &mut a, &mut b).is_err());
+    assert!(batch_norm::shifted_channel_sums(isa, &z, 0, &v, &mut a, &mut b).is_err());
+    let mut y = vec![0.0f32; 9];
+    assert!(batch_norm::normalize_clamp(isa, &z, &mut y, 3, &v, &v, &v, (0.0, 6.0)).is_err());
+    let mut g = vec![0.0f32; 12];
+    assert!(
+        batch_norm::backward_sums(
+            isa,
+            &mut g,
+            &z,
+            &z[3..],
+            3,
+            &v,
+            &v,
+            (0.0, 6.0),
+            &mut a,
+            &mut b
+        )
+        .is_err()
+    );
+    assert!(batch_norm::backward_input(isa, &mut g, &z, 3, &v, &v, &v, &v, &v[..2]).is_err());
+}
+
 #[test]
 fn gradient_kernels_reject_wrong_lengths() {
     let geom = Conv3x3Geometry::new(4, 4, 1, 1, 1, 1, 1).unwrap();
@@ -143,16 +255,20 @@ fn gradient_kernels_reject_wrong_lengths() {
     let (x, g, taps) = (vec![0.0; 48], vec![0.0; 48], vec![0.0; 27]);
     let mut dx = vec![0.0; 48];
     assert!(matches!(
-        depthwise3x3_grad_input_nhwc(&geom, c, &taps[1..], &g, &mut dx),
+        depthwise3x3_grad_input_nhwc(Isa::Portable, &geom, c, &taps[1..], &g, &mut dx),
         Err(Error::Shape(_))
     ));
-    assert!(depthwise3x3_grad_input_nhwc(&geom, c, &taps, &g[1..], &mut dx).is_err());
-    assert!(depthwise3x3_grad_input_nhwc(&geom, c, &taps, &g, &mut dx[1..]).is_err());
+    assert!(
+        depthwise3x3_grad_input_nhwc(Isa::Portable, &geom, c, &taps, &g[1..], &mut dx).is_err()
+    );
+    assert!(
+        depthwise3x3_grad_input_nhwc(Isa::Portable, &geom, c, &taps, &g, &mut dx[1..]).is_err()
+    );
     let mut dw = vec![0.0; 26];
-    assert!(depthwise3x3_grad_weight_nhwc(&geom, c, &x, &g, &mut dw).is_err());
-    assert!(conv3x3_grad_weight_nhwc(&geom, c, 2, &x, &g, &mut [0.0; 54]).is_err());
+    assert!(depthwise3x3_grad_weight_nhwc(Isa::Portable, &geom, c, &x, &g, &mut dw).is_err());
+    assert!(conv3x3_grad_weight_nhwc(Isa::Portable, &geom, c, 2, &x, &g, &mut [0.0; 54]).is_err());
     let bad = Conv3x3Geometry { stride: 0, ..geom };
-    assert!(depthwise3x3_grad_weight_nhwc(&bad, c, &x, &g, &mut [0.0; 27]).is_err());
+    assert!(depthwise3x3_grad_weight_nhwc(Isa::Portable, &bad, c, &x, &g, &mut [0.0; 27]).is_err());
     let a = MatRef::row_major(&[1.0; 6], 2, 3).unwrap();
     assert!(matmul(a, a, &mut [0.0; 4], false).is_err()); // 2x3 · 2x3
     assert!(matmul(a, a.t(), &mut [0.0; 3], false).is_err()); // output 2x2

@@ -12,7 +12,9 @@
 //! convert from and to PyTorch's `(C, 1, 3, 3)` / `(C_out, C_in, 3, 3)`.
 
 use crate::error::{Error, Result};
+use crate::kernels::Isa;
 use crate::kernels::depthwise::Conv3x3Geometry;
+use crate::kernels::isa::at_vector_width;
 
 /// Checks `len == rows * cols * channels` for the buffer called `what`.
 fn check_len(what: &str, len: usize, dims: [usize; 3]) -> Result<()> {
@@ -42,6 +44,7 @@ fn tap_index(o: usize, k: usize, stride: usize, pad: usize, size: usize) -> Opti
 /// `weight` is tap-major `[9][C]`; `grad_input` (`[in_h, in_w, C]`) is
 /// overwritten. Errors on any length or geometry mismatch.
 pub fn depthwise3x3_grad_input_nhwc(
+    isa: Isa,
     geom: &Conv3x3Geometry,
     channels: usize,
     weight: &[f32],
@@ -61,28 +64,38 @@ pub fn depthwise3x3_grad_input_nhwc(
     if c == 0 {
         return Ok(());
     }
-    let s = geom.stride;
-    for oy in 0..geom.out_h {
-        let go_row = &grad_output[oy * geom.out_w * c..(oy + 1) * geom.out_w * c];
-        for ky in 0..3 {
-            let Some(iy) = tap_index(oy, ky, s, geom.pad_top, geom.in_h) else {
-                continue;
-            };
-            let gi_row = &mut grad_input[iy * geom.in_w * c..(iy + 1) * geom.in_w * c];
-            for (ox, go) in go_row.chunks_exact(c).enumerate() {
-                for kx in 0..3 {
-                    let Some(ix) = tap_index(ox, kx, s, geom.pad_left, geom.in_w) else {
-                        continue;
-                    };
-                    let w = &weight[(ky * 3 + kx) * c..(ky * 3 + kx + 1) * c];
-                    let gi = &mut gi_row[ix * c..(ix + 1) * c];
-                    for ((g, &w), &d) in gi.iter_mut().zip(w).zip(go) {
-                        *g += w * d;
+    #[inline(always)]
+    fn loops(
+        geom: &Conv3x3Geometry,
+        c: usize,
+        weight: &[f32],
+        grad_output: &[f32],
+        grad_input: &mut [f32],
+    ) {
+        let s = geom.stride;
+        for oy in 0..geom.out_h {
+            let go_row = &grad_output[oy * geom.out_w * c..(oy + 1) * geom.out_w * c];
+            for ky in 0..3 {
+                let Some(iy) = tap_index(oy, ky, s, geom.pad_top, geom.in_h) else {
+                    continue;
+                };
+                let gi_row = &mut grad_input[iy * geom.in_w * c..(iy + 1) * geom.in_w * c];
+                for (ox, go) in go_row.chunks_exact(c).enumerate() {
+                    for kx in 0..3 {
+                        let Some(ix) = tap_index(ox, kx, s, geom.pad_left, geom.in_w) else {
+                            continue;
+                        };
+                        let w = &weight[(ky * 3 + kx) * c..(ky * 3 + kx + 1) * c];
+                        let gi = &mut gi_row[ix * c..(ix + 1) * c];
+                        for ((g, &w), &d) in gi.iter_mut().zip(w).zip(go) {
+                            *g += w * d;
+                        }
                     }
                 }
             }
         }
     }
+    at_vector_width!(isa, loops(geom, c, weight, grad_output, grad_input));
     Ok(())
 }
 
@@ -91,6 +104,7 @@ pub fn depthwise3x3_grad_input_nhwc(
 /// gathers a whole batch: `grad_w[ky, kx, c] += Σ_{oy, ox} x[iy, ix, c] ·
 /// grad_output[oy, ox, c]`.
 pub fn depthwise3x3_grad_weight_nhwc(
+    isa: Isa,
     geom: &Conv3x3Geometry,
     channels: usize,
     input: &[f32],
@@ -109,28 +123,38 @@ pub fn depthwise3x3_grad_weight_nhwc(
     if c == 0 {
         return Ok(());
     }
-    let s = geom.stride;
-    for oy in 0..geom.out_h {
-        let go_row = &grad_output[oy * geom.out_w * c..(oy + 1) * geom.out_w * c];
-        for ky in 0..3 {
-            let Some(iy) = tap_index(oy, ky, s, geom.pad_top, geom.in_h) else {
-                continue;
-            };
-            let x_row = &input[iy * geom.in_w * c..(iy + 1) * geom.in_w * c];
-            for kx in 0..3 {
-                let gw = &mut grad_weight[(ky * 3 + kx) * c..(ky * 3 + kx + 1) * c];
-                for (ox, go) in go_row.chunks_exact(c).enumerate() {
-                    let Some(ix) = tap_index(ox, kx, s, geom.pad_left, geom.in_w) else {
-                        continue;
-                    };
-                    let x = &x_row[ix * c..(ix + 1) * c];
-                    for ((g, &x), &d) in gw.iter_mut().zip(x).zip(go) {
-                        *g += x * d;
+    #[inline(always)]
+    fn loops(
+        geom: &Conv3x3Geometry,
+        c: usize,
+        input: &[f32],
+        grad_output: &[f32],
+        grad_weight: &mut [f32],
+    ) {
+        let s = geom.stride;
+        for oy in 0..geom.out_h {
+            let go_row = &grad_output[oy * geom.out_w * c..(oy + 1) * geom.out_w * c];
+            for ky in 0..3 {
+                let Some(iy) = tap_index(oy, ky, s, geom.pad_top, geom.in_h) else {
+                    continue;
+                };
+                let x_row = &input[iy * geom.in_w * c..(iy + 1) * geom.in_w * c];
+                for kx in 0..3 {
+                    let gw = &mut grad_weight[(ky * 3 + kx) * c..(ky * 3 + kx + 1) * c];
+                    for (ox, go) in go_row.chunks_exact(c).enumerate() {
+                        let Some(ix) = tap_index(ox, kx, s, geom.pad_left, geom.in_w) else {
+                            continue;
+                        };
+                        let x = &x_row[ix * c..(ix + 1) * c];
+                        for ((g, &x), &d) in gw.iter_mut().zip(x).zip(go) {
+                            *g += x * d;
+                        }
                     }
                 }
             }
         }
     }
+    at_vector_width!(isa, loops(geom, c, input, grad_output, grad_weight));
     Ok(())
 }
 
@@ -139,6 +163,7 @@ pub fn depthwise3x3_grad_weight_nhwc(
 /// `[ky][kx][c_in][C_out]` (output channels innermost, so each input value
 /// scales one contiguous row of `grad_output`).
 pub fn conv3x3_grad_weight_nhwc(
+    isa: Isa,
     geom: &Conv3x3Geometry,
     c_in: usize,
     c_out: usize,
@@ -157,29 +182,43 @@ pub fn conv3x3_grad_weight_nhwc(
     if c_in == 0 || c_out == 0 {
         return Ok(());
     }
-    let s = geom.stride;
-    for oy in 0..geom.out_h {
-        for ox in 0..geom.out_w {
-            let go = &grad_output[(oy * geom.out_w + ox) * c_out..][..c_out];
-            for ky in 0..3 {
-                let Some(iy) = tap_index(oy, ky, s, geom.pad_top, geom.in_h) else {
-                    continue;
-                };
-                for kx in 0..3 {
-                    let Some(ix) = tap_index(ox, kx, s, geom.pad_left, geom.in_w) else {
+    #[inline(always)]
+    fn loops(
+        geom: &Conv3x3Geometry,
+        c_in: usize,
+        c_out: usize,
+        input: &[f32],
+        grad_output: &[f32],
+        grad_weight: &mut [f32],
+    ) {
+        let s = geom.stride;
+        for oy in 0..geom.out_h {
+            for ox in 0..geom.out_w {
+                let go = &grad_output[(oy * geom.out_w + ox) * c_out..][..c_out];
+                for ky in 0..3 {
+                    let Some(iy) = tap_index(oy, ky, s, geom.pad_top, geom.in_h) else {
                         continue;
                     };
-                    let x = &input[(iy * geom.in_w + ix) * c_in..][..c_in];
-                    let tap = &mut grad_weight[(ky * 3 + kx) * c_in * c_out..][..c_in * c_out];
-                    for (&xv, gw) in x.iter().zip(tap.chunks_exact_mut(c_out)) {
-                        for (g, &d) in gw.iter_mut().zip(go) {
-                            *g += xv * d;
+                    for kx in 0..3 {
+                        let Some(ix) = tap_index(ox, kx, s, geom.pad_left, geom.in_w) else {
+                            continue;
+                        };
+                        let x = &input[(iy * geom.in_w + ix) * c_in..][..c_in];
+                        let tap = &mut grad_weight[(ky * 3 + kx) * c_in * c_out..][..c_in * c_out];
+                        for (&xv, gw) in x.iter().zip(tap.chunks_exact_mut(c_out)) {
+                            for (g, &d) in gw.iter_mut().zip(go) {
+                                *g += xv * d;
+                            }
                         }
                     }
                 }
             }
         }
     }
+    at_vector_width!(
+        isa,
+        loops(geom, c_in, c_out, input, grad_output, grad_weight)
+    );
     Ok(())
 }
 

@@ -81,3 +81,40 @@ impl std::str::FromStr for Isa {
             .ok_or_else(|| format!("unknown ISA '{s}' (expected portable, avx2 or avx512)"))
     }
 }
+
+/// Runs `$body` (a call of an `#[inline(always)]` function of plain loops)
+/// compiled under the target features of `$isa`, so that the compiler
+/// vectorizes it at that width: for memory-bound element-wise kernels whose
+/// per-element arithmetic is the same in every version (bit-identical
+/// results on every ISA). Falls back to the baseline build when the CPU
+/// lacks the features.
+macro_rules! at_vector_width {
+    ($isa:expr, $body:expr) => {{
+        #[cfg(target_arch = "x86_64")]
+        {
+            #[target_feature(enable = "avx512f,avx2,fma")]
+            fn avx512(f: impl FnOnce()) {
+                f()
+            }
+            #[target_feature(enable = "avx2,fma")]
+            fn avx2(f: impl FnOnce()) {
+                f()
+            }
+            match $isa {
+                // SAFETY: the CPU supports AVX-512F (checked just before).
+                crate::kernels::Isa::Avx512 if crate::kernels::Isa::Avx512.is_supported() => unsafe { avx512(|| $body) },
+                // SAFETY: the CPU supports AVX2 and FMA (checked just before).
+                crate::kernels::Isa::Avx2Fma | crate::kernels::Isa::Avx512 if crate::kernels::Isa::Avx2Fma.is_supported() => unsafe {
+                    avx2(|| $body)
+                },
+                _ => $body,
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = $isa;
+            $body
+        }
+    }};
+}
+pub(crate) use at_vector_width;

@@ -6,6 +6,7 @@
 //! plan time from [`Isa`].
 
 pub mod aligned;
+pub mod batch_norm;
 pub mod conv_grad;
 pub mod depthwise;
 pub mod epilogue;

@@ -26,7 +26,7 @@ use crate::kernels::depthwise::{Conv3x3Geometry, PackedDepthwise3x3};
 use crate::kernels::gemm::{MatRef, matmul};
 use crate::kernels::pointwise::PackedPointwise;
 use crate::kernels::stem::PackedStemConv3x3;
-use crate::kernels::{Epilogue, Isa};
+use crate::kernels::{Epilogue, Isa, batch_norm};
 use crate::layers::{Activation, BatchNorm};
 use crate::model::network::{Classifier, ConvBn};
 use crate::model::{Architecture, LayerKind, LayerSpec, MobileNet, Variant};
@@ -396,7 +396,7 @@ impl TrainNet {
             )?;
             // Batch norm statistics.
             let (mean, inv_std) = if train_bn {
-                let (mean, var) = channel_mean_var(&cache.z, c);
+                let (mean, var) = channel_mean_var(self.isa, &cache.z, c)?;
                 let layer = &mut self.layers[l];
                 let n = rows as f64;
                 let unbiased = if rows > 1 { n / (n - 1.0) } else { 1.0 };
@@ -428,26 +428,20 @@ impl TrainNet {
             };
             cache.mean = mean;
             cache.inv_std = inv_std;
-            // y = clamp((z - mean) * (inv_std * γ) + β). Not folded into
-            // z * scale + shift: with few values per channel the mean can
-            // dwarf the spread, and the folded form would cancel digits.
+            // y = clamp((z - mean) * (inv_std * γ) + β).
             let gamma = &self.params[gamma_index(l)];
             let beta = &self.params[beta_index(l)];
             let mean = &cache.mean;
             let scale: Vec<f32> = (0..c).map(|ch| cache.inv_std[ch] * gamma[ch]).collect();
             cache.a.resize(rows * c, 0.0);
+            let isa = self.isa;
             cache
                 .a
                 .par_chunks_mut(c * ROWS_PER_PARTIAL)
                 .zip(cache.z.par_chunks(c * ROWS_PER_PARTIAL))
-                .for_each(|(a, z)| {
-                    for (a, z) in a.chunks_exact_mut(c).zip(z.chunks_exact(c)) {
-                        let per_channel = a.iter_mut().zip(z).zip(mean).zip(&scale).zip(beta);
-                        for ((((a, &z), &m), &k), &b) in per_channel {
-                            *a = ((z - m) * k + b).max(lo).min(hi);
-                        }
-                    }
-                });
+                .try_for_each(|(a, z)| {
+                    batch_norm::normalize_clamp(isa, z, a, c, mean, &scale, beta, (lo, hi))
+                })?;
         }
         // Global average pool, dropout, classifier.
         let last = self
@@ -580,8 +574,14 @@ impl TrainNet {
             let cache = &self.caches[l];
             let c = spec.output[2];
             // Activation and batch norm, in place: grad becomes dL/dz.
-            let (dgamma, dbeta) =
-                bn_act_backward(&mut grad, cache, &self.params[gamma_index(l)], c, lo, hi);
+            let (dgamma, dbeta) = bn_act_backward(
+                self.isa,
+                &mut grad,
+                cache,
+                &self.params[gamma_index(l)],
+                c,
+                (lo, hi),
+            )?;
             self.grads[gamma_index(l)].copy_from_slice(&dgamma);
             self.grads[beta_index(l)].copy_from_slice(&dbeta);
             let input: &[f32] = if l == 0 {
@@ -594,6 +594,7 @@ impl TrainNet {
                 grad_prev.resize(input.len(), 0.0);
             }
             conv_backward(
+                self.isa,
                 layer,
                 &self.params[weight_index(l)],
                 input,
@@ -637,7 +638,7 @@ fn widen_pair(a: &[f32], b: &[f32]) -> Vec<f64> {
 /// taken around a per-channel shift (the first row), which keeps
 /// `E[(x-k)²] - E[x-k]²` accurate when the mean is large next to the spread;
 /// chunks of rows are summed in f32, the chunk totals in f64.
-fn channel_mean_var(z: &[f32], c: usize) -> (Vec<f64>, Vec<f64>) {
+fn channel_mean_var(isa: Isa, z: &[f32], c: usize) -> Result<(Vec<f64>, Vec<f64>)> {
     let rows = z.len() / c;
     let shift = &z[..c];
     let totals = z
@@ -645,16 +646,10 @@ fn channel_mean_var(z: &[f32], c: usize) -> (Vec<f64>, Vec<f64>) {
         .map(|part| {
             let mut s1 = vec![0.0f32; c];
             let mut s2 = vec![0.0f32; c];
-            for px in part.chunks_exact(c) {
-                for (((a, b), &v), &k) in s1.iter_mut().zip(&mut s2).zip(px).zip(shift) {
-                    let d = v - k;
-                    *a += d;
-                    *b += d * d;
-                }
-            }
-            widen_pair(&s1, &s2)
+            batch_norm::shifted_channel_sums(isa, part, c, shift, &mut s1, &mut s2)?;
+            Ok(widen_pair(&s1, &s2))
         })
-        .collect::<Vec<_>>()
+        .collect::<Result<Vec<_>>>()?
         .into_iter()
         .fold(vec![0.0f64; 2 * c], add_f64);
     let n = rows as f64;
@@ -665,7 +660,7 @@ fn channel_mean_var(z: &[f32], c: usize) -> (Vec<f64>, Vec<f64>) {
         mean.push(m + f64::from(shift[ch]));
         var.push((totals[c + ch] / n - m * m).max(0.0));
     }
-    (mean, var)
+    Ok((mean, var))
 }
 
 /// Backward through clamp and batch norm, in place: on entry `grad` is
@@ -676,13 +671,13 @@ fn channel_mean_var(z: &[f32], c: usize) -> (Vec<f64>, Vec<f64>) {
 /// mode (the statistics depend on z). Frozen statistics never get here:
 /// the backbone then has no gradient.
 fn bn_act_backward(
+    isa: Isa,
     grad: &mut [f32],
     cache: &LayerCache,
     gamma: &[f32],
     c: usize,
-    lo: f32,
-    hi: f32,
-) -> (Vec<f32>, Vec<f32>) {
+    clamp: (f32, f32),
+) -> Result<(Vec<f32>, Vec<f32>)> {
     let chunk = c * ROWS_PER_PARTIAL;
     let (mean, inv_std) = (&cache.mean[..c], &cache.inv_std[..c]);
     // Pass 1: mask the gradient, gather Σ dy and Σ dy·x̂.
@@ -693,28 +688,10 @@ fn bn_act_backward(
         .map(|((g, a), z)| {
             let mut dg = vec![0.0f32; c];
             let mut db = vec![0.0f32; c];
-            for ((g, a), z) in g
-                .chunks_exact_mut(c)
-                .zip(a.chunks_exact(c))
-                .zip(z.chunks_exact(c))
-            {
-                for (((((g, &a), &z), &m), &s), (dg, db)) in g
-                    .iter_mut()
-                    .zip(a)
-                    .zip(z)
-                    .zip(mean)
-                    .zip(inv_std)
-                    .zip(dg.iter_mut().zip(db.iter_mut()))
-                {
-                    let dy = if a > lo && a < hi { *g } else { 0.0 };
-                    *g = dy;
-                    *dg += dy * ((z - m) * s);
-                    *db += dy;
-                }
-            }
-            widen_pair(&dg, &db)
+            batch_norm::backward_sums(isa, g, a, z, c, mean, inv_std, clamp, &mut dg, &mut db)?;
+            Ok(widen_pair(&dg, &db))
         })
-        .collect::<Vec<_>>()
+        .collect::<Result<Vec<_>>>()?
         .into_iter()
         .fold(vec![0.0f64; 2 * c], add_f64);
     let (dgamma, dbeta) = totals.split_at(c);
@@ -725,20 +702,13 @@ fn bn_act_backward(
     // Pass 2: dz.
     grad.par_chunks_mut(chunk)
         .zip(cache.z.par_chunks(chunk))
-        .for_each(|(g, z)| {
-            for (g, z) in g.chunks_exact_mut(c).zip(z.chunks_exact(c)) {
-                let per_channel = g.iter_mut().zip(z).zip(mean).zip(inv_std);
-                for (((((g, &z), &m), &s), &k), (&dg, &db)) in
-                    per_channel.zip(&k).zip(dg_n.iter().zip(&db_n))
-                {
-                    *g = k * (*g - db - (z - m) * s * dg);
-                }
-            }
-        });
-    (
+        .try_for_each(|(g, z)| {
+            batch_norm::backward_input(isa, g, z, c, mean, inv_std, &k, &dg_n, &db_n)
+        })?;
+    Ok((
         dgamma.iter().map(|&v| v as f32).collect(),
         dbeta.iter().map(|&v| v as f32).collect(),
-    )
+    ))
 }
 
 /// Forward convolution of a whole batch into `z` (no bias, no clamp).
@@ -800,7 +770,9 @@ fn add_into(mut a: Vec<f32>, b: Vec<f32>) -> Vec<f32> {
 
 /// Backward convolution of a whole batch: the weight gradient into
 /// `grad_weight` (OIHW, overwritten) and, if asked, the input gradient.
+#[allow(clippy::too_many_arguments)]
 fn conv_backward(
+    isa: Isa,
     layer: &ConvLayer,
     weight: &[f32],
     input: &[f32],
@@ -853,7 +825,7 @@ fn conv_backward(
                 .map(|(d, x)| {
                     let mut part = vec![0.0f32; 9 * c_out];
                     for (d, x) in d.chunks_exact(out_len).zip(x.chunks_exact(in_len)) {
-                        depthwise3x3_grad_weight_nhwc(&geom, c_out, x, d, &mut part)?;
+                        depthwise3x3_grad_weight_nhwc(isa, &geom, c_out, x, d, &mut part)?;
                     }
                     Ok(part)
                 })
@@ -868,7 +840,7 @@ fn conv_backward(
                 dx.par_chunks_mut(in_len)
                     .zip(dz.par_chunks(out_len))
                     .try_for_each(|(dx, d)| {
-                        depthwise3x3_grad_input_nhwc(&geom, c_out, &w_taps, d, dx)
+                        depthwise3x3_grad_input_nhwc(isa, &geom, c_out, &w_taps, d, dx)
                     })?;
             }
         }
@@ -886,7 +858,7 @@ fn conv_backward(
                 .map(|(d, x)| {
                     let mut part = vec![0.0f32; 9 * c_in * c_out];
                     for (d, x) in d.chunks_exact(out_len).zip(x.chunks_exact(in_len)) {
-                        conv3x3_grad_weight_nhwc(&geom, c_in, c_out, x, d, &mut part)?;
+                        conv3x3_grad_weight_nhwc(isa, &geom, c_in, c_out, x, d, &mut part)?;
                     }
                     Ok(part)
                 })
