@@ -115,6 +115,9 @@ pub struct TrainNet {
     logits: Vec<f32>,
     /// Gradient of the mean loss with respect to the logits.
     dlogits: Vec<f32>,
+    /// The backward pass's two activation-gradient buffers, kept between
+    /// steps: fresh ones would cost page faults on every step.
+    grad_buffers: [Vec<f32>; 2],
 }
 
 /// Index of layer `l`'s weight, γ and β in the parameter list.
@@ -228,6 +231,7 @@ impl TrainNet {
             mask: Vec::new(),
             logits: Vec::new(),
             dlogits: Vec::new(),
+            grad_buffers: Default::default(),
         })
     }
 
@@ -560,14 +564,14 @@ impl TrainNet {
         }
         // Global average pool: every pixel gets dpooled / (H·W).
         let inv = 1.0 / (h * w) as f32;
-        let mut grad: Vec<f32> = Vec::with_capacity(batch * h * w * c);
+        let [mut grad, mut grad_prev] = std::mem::take(&mut self.grad_buffers);
+        grad.clear();
         for d in dpooled.chunks_exact(c) {
             for _ in 0..h * w {
                 grad.extend(d.iter().map(|v| v * inv));
             }
         }
         let (lo, hi) = clamp_bounds(self.activation);
-        let mut grad_prev = Vec::new();
         for l in (0..self.layers.len()).rev() {
             let layer = &self.layers[l];
             let spec = &layer.spec;
@@ -605,6 +609,7 @@ impl TrainNet {
             )?;
             std::mem::swap(&mut grad, &mut grad_prev);
         }
+        self.grad_buffers = [grad, grad_prev];
         Ok(())
     }
 }
