@@ -3,7 +3,7 @@
 //! the reference executor; then a per-step profile of the best path.
 //!
 //! `cargo bench --bench quant_plan` (needs `../shared` or
-//! `MOBILENET_SHARED`). Prints medians; the machine may be shared, so
+//! `MOBILENET_SHARED`; `REPS` sets the runs per figure, `ISAS` the paths). Prints medians; the machine may be shared, so
 //! compare figures from the same run.
 
 use std::path::PathBuf;
@@ -42,6 +42,7 @@ fn main() {
         .unwrap_or(50);
 
     let start = Instant::now();
+    // The reference: plain loops, for the figure and the check below.
     let reference = model.run(&input).unwrap().data;
     println!(
         "reference executor: {:.2} ms (one run)",
@@ -49,7 +50,15 @@ fn main() {
     );
 
     let mut best = None;
+    // `ISAS=avx2,avx512vnni` limits the paths timed.
+    let wanted = std::env::var("ISAS").ok();
     for isa in IntIsa::supported() {
+        if wanted
+            .as_ref()
+            .is_some_and(|w| !w.split(',').any(|n| n == isa.name()))
+        {
+            continue;
+        }
         let options = QuantizedPlanOptions {
             isa: Some(isa),
             ..Default::default()
