@@ -11,6 +11,7 @@ pub mod conv_grad;
 pub mod depthwise;
 pub mod epilogue;
 pub mod gemm;
+pub mod int8;
 pub mod isa;
 pub mod pointwise;
 pub mod stem;

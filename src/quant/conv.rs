@@ -91,17 +91,19 @@ pub struct ConvSpec {
 /// ```
 #[derive(Clone, Debug)]
 pub struct Conv2d {
-    kind: ConvKind,
-    batches: usize,
-    in_channels: usize,
-    out_channels: usize,
-    rows: Axis,
-    cols: Axis,
+    pub(crate) kind: ConvKind,
+    pub(crate) batches: usize,
+    pub(crate) in_channels: usize,
+    pub(crate) out_channels: usize,
+    pub(crate) rows: Axis,
+    pub(crate) cols: Axis,
     /// `filter - filter_zero_point`, in the TFLite layout of [`ConvKind`].
-    weights: Vec<i16>,
-    bias: Vec<i32>,
-    input_zero_point: i32,
-    stage: OutputStage,
+    pub(crate) weights: Vec<i16>,
+    pub(crate) bias: Vec<i32>,
+    pub(crate) input_zero_point: i32,
+    /// Kept so faster kernels can repack the original codes.
+    pub(crate) filter_zero_point: i32,
+    pub(crate) stage: OutputStage,
 }
 
 /// `a * b` for sizes, or an error naming `what`.
@@ -274,6 +276,7 @@ impl Conv2d {
             weights: offset_weights(weights, spec.filter.zero_point),
             bias,
             input_zero_point: spec.input.zero_point,
+            filter_zero_point: spec.filter.zero_point,
             stage,
         })
     }

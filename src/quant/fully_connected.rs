@@ -51,13 +51,15 @@ pub struct FullyConnectedSpec {
 /// ```
 #[derive(Clone, Debug)]
 pub struct FullyConnected {
-    batches: usize,
-    depth: usize,
-    units: usize,
-    weights: Vec<i16>,
-    bias: Vec<i32>,
-    input_zero_point: i32,
-    stage: OutputStage,
+    pub(crate) batches: usize,
+    pub(crate) depth: usize,
+    pub(crate) units: usize,
+    pub(crate) weights: Vec<i16>,
+    pub(crate) bias: Vec<i32>,
+    pub(crate) input_zero_point: i32,
+    /// Kept so faster kernels can repack the original codes.
+    pub(crate) filter_zero_point: i32,
+    pub(crate) stage: OutputStage,
 }
 
 impl FullyConnected {
@@ -100,6 +102,7 @@ impl FullyConnected {
             weights: offset_weights(weights, spec.filter.zero_point),
             bias,
             input_zero_point: spec.input.zero_point,
+            filter_zero_point: spec.filter.zero_point,
             stage: OutputStage::new(real, spec.output, spec.activation)?,
         })
     }

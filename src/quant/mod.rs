@@ -39,6 +39,7 @@ pub mod fully_connected;
 pub mod geometry;
 mod load;
 mod model;
+pub mod plan;
 pub mod pool;
 pub mod requantize;
 pub mod softmax;

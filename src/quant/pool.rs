@@ -24,12 +24,12 @@ use crate::error::{Error, Result};
 /// ```
 #[derive(Clone, Debug)]
 pub struct AveragePool {
-    batches: usize,
-    channels: usize,
-    rows: Axis,
-    cols: Axis,
-    min: i32,
-    max: i32,
+    pub(crate) batches: usize,
+    pub(crate) channels: usize,
+    pub(crate) rows: Axis,
+    pub(crate) cols: Axis,
+    pub(crate) min: i32,
+    pub(crate) max: i32,
 }
 
 impl AveragePool {

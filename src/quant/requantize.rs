@@ -167,6 +167,11 @@ impl OutputStage {
         (self.multiplier, self.shift)
     }
 
+    /// The output zero point.
+    pub fn zero_point(&self) -> i32 {
+        self.zero_point
+    }
+
     /// The clamp `[min, max]`.
     pub fn clamp_range(&self) -> (i32, i32) {
         (self.min, self.max)

@@ -1,0 +1,94 @@
+//! Patches of a general convolution laid out as GEMM rows, so one packed
+//! GEMM serves every full convolution (the 3x3 stem included): row `p`
+//! holds the `kh * kw * channels` inputs under output pixel `p`, in the
+//! OHWI order of TFLite filters, with the input zero point where a tap
+//! falls outside the image (TFLite skips those taps, the same thing).
+
+use std::ops::Range;
+
+use crate::error::{Error, Result};
+
+/// The shape of one full convolution of one image, as im2col needs it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PatchGeometry {
+    /// Input `[height, width]`.
+    pub input: [usize; 2],
+    /// Input channels.
+    pub channels: usize,
+    /// Filter `[height, width]`.
+    pub kernel: [usize; 2],
+    /// `[height, width]` strides.
+    pub stride: [usize; 2],
+    /// `[height, width]` dilations.
+    pub dilation: [usize; 2],
+    /// Taps before the input on `[top, left]`.
+    pub pad: [usize; 2],
+    /// Output `[height, width]`.
+    pub output: [usize; 2],
+}
+
+impl PatchGeometry {
+    /// Bytes of one patch row (the GEMM depth).
+    pub fn depth(&self) -> usize {
+        self.kernel[0] * self.kernel[1] * self.channels
+    }
+}
+
+/// Writes the patch rows of output rows `rows` (each `output[1]` pixels)
+/// of one `input` image into `patches`, outside taps as `zero_point`.
+///
+/// Fails with [`Error::Shape`] if a length or `rows` does not fit the
+/// geometry.
+pub fn im2col(
+    geom: &PatchGeometry,
+    input: &[u8],
+    zero_point: u8,
+    rows: Range<usize>,
+    patches: &mut [u8],
+) -> Result<()> {
+    let [h, w] = geom.input;
+    let c = geom.channels;
+    let want_in = [h, w, c].iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+    let want_out = [rows.len(), geom.output[1], geom.depth()]
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d));
+    if want_in != Some(input.len())
+        || want_out != Some(patches.len())
+        || rows.end > geom.output[0]
+        || geom.stride.contains(&0)
+        || geom.dilation.contains(&0)
+    {
+        return Err(Error::Shape(format!(
+            "im2col {geom:?}: input of {} bytes, rows {rows:?} into {} bytes",
+            input.len(),
+            patches.len()
+        )));
+    }
+    let [kh, kw] = geom.kernel;
+    let mut dst = patches.chunks_exact_mut(c);
+    for oy in rows {
+        for ox in 0..geom.output[1] {
+            for ky in 0..kh {
+                let iy = (oy * geom.stride[0] + ky * geom.dilation[0])
+                    .checked_sub(geom.pad[0])
+                    .filter(|&y| y < h);
+                for kx in 0..kw {
+                    let ix = (ox * geom.stride[1] + kx * geom.dilation[1])
+                        .checked_sub(geom.pad[1])
+                        .filter(|&x| x < w);
+                    let Some(out) = dst.next() else {
+                        return Ok(());
+                    };
+                    match (iy, ix) {
+                        (Some(y), Some(x)) => {
+                            let at = (y * w + x) * c;
+                            out.copy_from_slice(&input[at..at + c]);
+                        }
+                        _ => out.fill(zero_point),
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,418 @@
+//! The uint8 kernels (`kernels::int8`) against the plain integer reference
+//! (`quant::*`): bit-exact on random shapes, channel counts, zero points,
+//! multipliers, strides and paddings, for every integer ISA this CPU has.
+
+use mobilenet::kernels::int8::im2col::{PatchGeometry, im2col};
+use mobilenet::kernels::int8::pool::{PoolGeometry, average_pool};
+use mobilenet::kernels::int8::{
+    DepthwiseGeometry, IntIsa, OutputQuant, PackedDepthwise3x3, PackedGemm,
+};
+use mobilenet::quant::conv::{Conv2d, ConvKind, ConvSpec, conv_multiplier};
+use mobilenet::quant::fixed_point::multiply_by_quantized_multiplier;
+use mobilenet::quant::fully_connected::{FullyConnected, FullyConnectedSpec};
+use mobilenet::quant::geometry::{Axis, Padding};
+use mobilenet::quant::pool::AveragePool;
+use mobilenet::quant::requantize::OutputStage;
+use mobilenet::quant::{Activation, QuantParams};
+use proptest::prelude::*;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+fn isas() -> Vec<IntIsa> {
+    IntIsa::supported()
+}
+
+/// Zero points: the edges and anything.
+fn zero_point() -> impl Strategy<Value = i32> {
+    prop_oneof![Just(0), Just(128), Just(255), 0..=255i32]
+}
+
+/// Channel counts around the vector widths.
+fn channels() -> impl Strategy<Value = usize> {
+    prop_oneof![
+        Just(1usize),
+        Just(3),
+        Just(7),
+        Just(16),
+        Just(17),
+        Just(33),
+        Just(64),
+        1..80usize
+    ]
+}
+
+fn activation() -> impl Strategy<Value = Activation> {
+    prop_oneof![
+        Just(Activation::None),
+        Just(Activation::Relu),
+        Just(Activation::Relu6)
+    ]
+}
+
+fn bytes(rng: &mut ChaCha8Rng, n: usize) -> Vec<u8> {
+    (0..n).map(|_| rng.random()).collect()
+}
+
+fn biases(rng: &mut ChaCha8Rng, n: usize) -> Vec<i32> {
+    (0..n)
+        .map(|_| rng.random_range(-(1 << 16)..(1 << 16)))
+        .collect()
+}
+
+/// The kernel epilogue of a reference output stage.
+fn quant_of(stage: &OutputStage, channels: usize) -> OutputQuant {
+    let (m, s) = stage.multiplier();
+    let (lo, hi) = stage.clamp_range();
+    OutputQuant::per_tensor(channels, m, s, stage.zero_point(), lo, hi).unwrap()
+}
+
+/// Scales that keep the multiplier below 1 but varied.
+fn scales() -> impl Strategy<Value = (f32, f32, f32)> {
+    (0.001f32..0.05, 0.001f32..0.05, 0.0005f32..0.5)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Every lane of every vector epilogue equals the scalar gemmlowp
+    /// arithmetic of the reference, including saturating and extreme
+    /// shifts.
+    #[test]
+    fn requantize_lanes_match_fixed_point(
+        seed in any::<u64>(),
+        n in channels(),
+        zp in zero_point(),
+        lo in 0..=255i32,
+        span in 0..=255i32,
+    ) {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let hi = (lo + span).min(255);
+        let mults: Vec<i32> = (0..n)
+            .map(|_| match rng.random_range(0..4) {
+                0 => i32::MIN,
+                1 => rng.random(),
+                _ => rng.random_range(1 << 30..i32::MAX),
+            })
+            .collect();
+        let shifts: Vec<i32> = (0..n).map(|_| rng.random_range(-40..40)).collect();
+        let acc: Vec<i32> = (0..n)
+            .map(|_| match rng.random_range(0..4) {
+                0 => [i32::MIN, i32::MAX, 0, -1][rng.random_range(0..4)],
+                1 => rng.random(),
+                _ => rng.random_range(-100_000..100_000),
+            })
+            .collect();
+        let q = OutputQuant::new(&mults, &shifts, zp, lo, hi).unwrap();
+        let want: Vec<u8> = (0..n)
+            .map(|c| {
+                let v = multiply_by_quantized_multiplier(acc[c], mults[c], shifts[c])
+                    .wrapping_add(zp);
+                v.clamp(lo, hi) as u8
+            })
+            .collect();
+        for c in 0..n {
+            prop_assert_eq!(q.apply(acc[c], c), want[c], "scalar channel {}", c);
+        }
+        for isa in isas() {
+            let mut got = vec![0u8; n];
+            q.apply_row(isa, &acc, &mut got).unwrap();
+            prop_assert_eq!(&got, &want, "{}", isa);
+        }
+    }
+
+    /// The GEMM equals the reference fully connected layer.
+    #[test]
+    fn gemm_matches_fully_connected(
+        seed in any::<u64>(),
+        m in 1..11usize,
+        n in channels(),
+        k in prop_oneof![Just(1usize), Just(3), Just(4), Just(27), 1..70usize],
+        zx in zero_point(),
+        zw in zero_point(),
+        zo in zero_point(),
+        (sx, sw, so) in scales(),
+        act in activation(),
+    ) {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let q = |s, z| QuantParams::new(s, z).unwrap();
+        let spec = FullyConnectedSpec {
+            batches: m,
+            depth: k,
+            units: n,
+            input: q(sx, zx),
+            filter: q(sw, zw),
+            output: q(so, zo),
+            activation: act,
+        };
+        let weights = bytes(&mut rng, n * k);
+        let bias = biases(&mut rng, n);
+        let input = bytes(&mut rng, m * k);
+        let Ok(reference) = FullyConnected::new(&spec, &weights, Some(&bias)) else {
+            return Err(TestCaseError::reject("empty activation range"));
+        };
+        let mut want = vec![0u8; m * n];
+        reference.run(&input, &mut want).unwrap();
+        let stage = OutputStage::new(conv_multiplier(spec.input, spec.filter, spec.output), spec.output, act).unwrap();
+        for isa in isas() {
+            let gemm = PackedGemm::new(isa, &weights, n, k, zw, zx, &bias, quant_of(&stage, n)).unwrap();
+            let mut got = vec![0u8; m * n];
+            gemm.run(&input, m, &mut got).unwrap();
+            prop_assert_eq!(&got, &want, "{}", isa);
+        }
+    }
+
+    /// Per-channel multipliers: each channel requantizes with its own.
+    #[test]
+    fn gemm_per_channel_multipliers(
+        seed in any::<u64>(),
+        m in 1..9usize,
+        n in channels(),
+        k in 1..40usize,
+        zx in zero_point(),
+        zw in zero_point(),
+        zo in zero_point(),
+    ) {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let weights = bytes(&mut rng, n * k);
+        let bias = biases(&mut rng, n);
+        let input = bytes(&mut rng, m * k);
+        let mults: Vec<i32> = (0..n).map(|_| rng.random_range(1 << 30..i32::MAX)).collect();
+        let shifts: Vec<i32> = (0..n).map(|_| rng.random_range(-12..2)).collect();
+        let mut want = vec![0u8; m * n];
+        for r in 0..m {
+            for c in 0..n {
+                let acc = (0..k).fold(bias[c], |s, d| {
+                    s + (i32::from(input[r * k + d]) - zx) * (i32::from(weights[c * k + d]) - zw)
+                });
+                let v = multiply_by_quantized_multiplier(acc, mults[c], shifts[c]) + zo;
+                want[r * n + c] = v.clamp(0, 255) as u8;
+            }
+        }
+        for isa in isas() {
+            let quant = OutputQuant::new(&mults, &shifts, zo, 0, 255).unwrap();
+            let gemm = PackedGemm::new(isa, &weights, n, k, zw, zx, &bias, quant).unwrap();
+            let mut got = vec![0u8; m * n];
+            gemm.run(&input, m, &mut got).unwrap();
+            prop_assert_eq!(&got, &want, "{}", isa);
+        }
+    }
+
+    /// The depthwise kernel equals the reference depthwise conv, whole
+    /// images and any band of rows.
+    #[test]
+    fn depthwise_matches_reference(
+        seed in any::<u64>(),
+        h in 1..12usize,
+        w in 1..12usize,
+        c in channels(),
+        stride in 1..4usize,
+        same in any::<bool>(),
+        zx in zero_point(),
+        zw in zero_point(),
+        zo in zero_point(),
+        (sx, sw, so) in scales(),
+        act in activation(),
+    ) {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let q = |s, z| QuantParams::new(s, z).unwrap();
+        let padding = if same { Padding::Same } else { Padding::Valid };
+        let spec = ConvSpec {
+            kind: ConvKind::Depthwise { multiplier: 1 },
+            batches: 1,
+            input_hw: [h, w],
+            in_channels: c,
+            out_channels: c,
+            kernel: [3, 3],
+            stride: [stride, stride],
+            dilation: [1, 1],
+            padding,
+            input: q(sx, zx),
+            filter: q(sw, zw),
+            output: q(so, zo),
+            activation: act,
+        };
+        let weights = bytes(&mut rng, 9 * c);
+        let bias = biases(&mut rng, c);
+        let input = bytes(&mut rng, h * w * c);
+        let Ok(reference) = Conv2d::new(&spec, &weights, Some(&bias)) else {
+            return Err(TestCaseError::reject("no output"));
+        };
+        let [_, oh, ow, _] = reference.output_shape();
+        let mut want = vec![0u8; oh * ow * c];
+        reference.run(&input, &mut want).unwrap();
+        let rows = Axis::new(h, 3, stride, 1, padding).unwrap();
+        let cols = Axis::new(w, 3, stride, 1, padding).unwrap();
+        let geom = DepthwiseGeometry {
+            input: [h, w],
+            output: [oh, ow],
+            stride: [stride, stride],
+            pad: [rows.pad, cols.pad],
+            channels: c,
+        };
+        let quant = quant_of(reference.output_stage(), c);
+        let split = rng.random_range(0..=oh);
+        for isa in isas() {
+            let kernel = PackedDepthwise3x3::new(isa, &weights, c, zw, zx, &bias, quant.clone()).unwrap();
+            let mut got = vec![0u8; oh * ow * c];
+            let (top, bottom) = got.split_at_mut(split * ow * c);
+            kernel.run(&geom, &input, 0..split, top).unwrap();
+            kernel.run(&geom, &input, split..oh, bottom).unwrap();
+            prop_assert_eq!(&got, &want, "{}", isa);
+        }
+    }
+
+    /// im2col followed by the GEMM equals the reference full conv, for any
+    /// filter size, stride, dilation and padding (the stem among them).
+    #[test]
+    fn im2col_gemm_matches_conv(
+        seed in any::<u64>(),
+        h in 1..10usize,
+        w in 1..10usize,
+        cin in prop_oneof![Just(3usize), 1..9usize],
+        cout in channels(),
+        kernel in 1..4usize,
+        stride in 1..3usize,
+        dilation in 1..3usize,
+        same in any::<bool>(),
+        zx in zero_point(),
+        zw in zero_point(),
+        zo in zero_point(),
+        (sx, sw, so) in scales(),
+    ) {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let q = |s, z| QuantParams::new(s, z).unwrap();
+        let padding = if same { Padding::Same } else { Padding::Valid };
+        let spec = ConvSpec {
+            kind: ConvKind::Full,
+            batches: 1,
+            input_hw: [h, w],
+            in_channels: cin,
+            out_channels: cout,
+            kernel: [kernel, kernel],
+            stride: [stride, stride],
+            dilation: [dilation, dilation],
+            padding,
+            input: q(sx, zx),
+            filter: q(sw, zw),
+            output: q(so, zo),
+            activation: Activation::Relu6,
+        };
+        let k = kernel * kernel * cin;
+        let weights = bytes(&mut rng, cout * k);
+        let bias = biases(&mut rng, cout);
+        let input = bytes(&mut rng, h * w * cin);
+        let Ok(reference) = Conv2d::new(&spec, &weights, Some(&bias)) else {
+            return Err(TestCaseError::reject("no output"));
+        };
+        let [_, oh, ow, _] = reference.output_shape();
+        let mut want = vec![0u8; oh * ow * cout];
+        reference.run(&input, &mut want).unwrap();
+        let rows = Axis::new(h, kernel, stride, dilation, padding).unwrap();
+        let cols = Axis::new(w, kernel, stride, dilation, padding).unwrap();
+        let geom = PatchGeometry {
+            input: [h, w],
+            channels: cin,
+            kernel: [kernel, kernel],
+            stride: [stride, stride],
+            dilation: [dilation, dilation],
+            pad: [rows.pad, cols.pad],
+            output: [oh, ow],
+        };
+        let mut patches = vec![0u8; oh * ow * k];
+        im2col(&geom, &input, zx as u8, 0..oh, &mut patches).unwrap();
+        for isa in isas() {
+            let gemm = PackedGemm::new(isa, &weights, cout, k, zw, zx, &bias, quant_of(reference.output_stage(), cout)).unwrap();
+            let mut got = vec![0u8; oh * ow * cout];
+            gemm.run(&patches, oh * ow, &mut got).unwrap();
+            prop_assert_eq!(&got, &want, "{}", isa);
+        }
+    }
+
+    /// The pool equals the reference average pool.
+    #[test]
+    fn pool_matches_reference(
+        seed in any::<u64>(),
+        h in 1..10usize,
+        w in 1..10usize,
+        c in channels(),
+        window in 1..5usize,
+        stride in 1..4usize,
+        same in any::<bool>(),
+        act in activation(),
+    ) {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let padding = if same { Padding::Same } else { Padding::Valid };
+        let params = QuantParams::new(0.02, rng.random_range(0..=255)).unwrap();
+        let Ok(reference) = AveragePool::new(1, [h, w], c, [window, window], [stride, stride], padding, params, act) else {
+            return Err(TestCaseError::reject("no output"));
+        };
+        let [_, oh, ow, _] = reference.output_shape();
+        let input = bytes(&mut rng, h * w * c);
+        let mut want = vec![0u8; oh * ow * c];
+        reference.run(&input, &mut want).unwrap();
+        let rows = Axis::new(h, window, stride, 1, padding).unwrap();
+        let cols = Axis::new(w, window, stride, 1, padding).unwrap();
+        let (lo, hi) = act.range(params).unwrap();
+        let geom = PoolGeometry {
+            input: [h, w],
+            channels: c,
+            window: [window, window],
+            stride: [stride, stride],
+            pad: [rows.pad, cols.pad],
+            output: [oh, ow],
+        };
+        let mut got = vec![0u8; oh * ow * c];
+        average_pool(&geom, &input, lo as u8, hi as u8, &mut got).unwrap();
+        prop_assert_eq!(got, want);
+    }
+}
+
+#[test]
+fn kernels_refuse_bad_lengths() {
+    let quant = OutputQuant::per_tensor(4, 1 << 30, -3, 0, 0, 255).unwrap();
+    for isa in isas() {
+        let gemm = PackedGemm::new(isa, &[1; 12], 4, 3, 0, 0, &[0; 4], quant.clone()).unwrap();
+        assert!(gemm.run(&[0; 6], 2, &mut [0; 8]).is_ok());
+        assert!(gemm.run(&[0; 5], 2, &mut [0; 8]).is_err());
+        assert!(gemm.run(&[0; 6], 2, &mut [0; 7]).is_err());
+        assert!(gemm.run(&[0; 6], usize::MAX, &mut [0; 8]).is_err());
+        assert!(PackedGemm::new(isa, &[1; 11], 4, 3, 0, 0, &[0; 4], quant.clone()).is_err());
+        assert!(PackedGemm::new(isa, &[1; 12], 4, 3, 0, 0, &[0; 3], quant.clone()).is_err());
+        assert!(PackedGemm::new(isa, &[1; 12], 4, 3, 256, 0, &[0; 4], quant.clone()).is_err());
+        let dw = PackedDepthwise3x3::new(isa, &[1; 36], 4, 0, 0, &[0; 4], quant.clone()).unwrap();
+        let geom = DepthwiseGeometry {
+            input: [2, 2],
+            output: [2, 2],
+            stride: [1, 1],
+            pad: [1, 1],
+            channels: 4,
+        };
+        assert!(dw.run(&geom, &[0; 16], 0..2, &mut [0; 16]).is_ok());
+        assert!(dw.run(&geom, &[0; 15], 0..2, &mut [0; 16]).is_err());
+        assert!(dw.run(&geom, &[0; 16], 0..3, &mut [0; 24]).is_err());
+        assert!(dw.run(&geom, &[0; 16], 1..2, &mut [0; 16]).is_err());
+        let bad = DepthwiseGeometry {
+            stride: [0, 1],
+            ..geom
+        };
+        assert!(dw.run(&bad, &[0; 16], 0..2, &mut [0; 16]).is_err());
+        let huge = DepthwiseGeometry {
+            input: [usize::MAX, 2],
+            ..geom
+        };
+        assert!(dw.run(&huge, &[0; 16], 0..2, &mut [0; 16]).is_err());
+    }
+    assert!(OutputQuant::new(&[1], &[0, 0], 0, 0, 255).is_err());
+    assert!(OutputQuant::new(&[1], &[0], 0, 10, 5).is_err());
+    assert!(OutputQuant::new(&[1], &[0], 0, 0, 256).is_err());
+}
+
+#[test]
+fn isa_detection_honours_the_environment_order() {
+    let best = IntIsa::detect();
+    assert!(best.is_supported());
+    assert!(IntIsa::supported().contains(&IntIsa::Portable));
+    for isa in IntIsa::ALL {
+        assert_eq!(isa.name().parse::<IntIsa>().unwrap(), isa);
+    }
+}
