@@ -39,7 +39,8 @@ fn coral(shared: &Path, file: &str) -> String {
 
 /// A fresh folder for one test's files.
 fn temp_dir(test: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("mobilenet-cli-quant-{test}-{}", std::process::id()));
+    let dir =
+        std::env::temp_dir().join(format!("mobilenet-cli-quant-{test}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
@@ -130,7 +131,11 @@ fn classify_runs_the_uint8_model_exactly() {
         let [.., pre_softmax, _] = &trace[..] else {
             panic!("too few ops")
         };
-        assert_eq!(logits, pre_softmax.dequantize(), "{id}: logits vs run_traced");
+        assert_eq!(
+            logits,
+            pre_softmax.dequantize(),
+            "{id}: logits vs run_traced"
+        );
     }
 
     // The old float path is still there, and says so.
@@ -155,14 +160,7 @@ fn classify_joins_the_two_file_model_with_head() {
     let head = coral(&shared, HEAD);
     let chelsea = path(&shared.join("images/packages/chelsea.png"));
     let lines = json_lines(&[
-        "classify",
-        "--model",
-        &extractor,
-        "--head",
-        &head,
-        "--json",
-        "--logits",
-        &chelsea,
+        "classify", "--model", &extractor, "--head", &head, "--json", "--logits", &chelsea,
     ]);
     let reference = json(&shared.join("refs/tflite_quant_v1_1.0_224__skimage_chelsea.json"));
     let outputs = &reference["outputs"];
@@ -176,7 +174,11 @@ fn classify_joins_the_two_file_model_with_head() {
     // The extractor alone has no classes.
     let out = mobilenet(&["classify", "--model", &extractor, &chelsea]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out.stderr).contains("--head"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("--head"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 /// The `.npy` header of `bytes` and the offset of its data.
@@ -184,7 +186,9 @@ fn npy_header(bytes: &[u8]) -> (String, usize) {
     assert_eq!(&bytes[..6], b"\x93NUMPY");
     let len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
     (
-        std::str::from_utf8(&bytes[10..10 + len]).unwrap().to_string(),
+        std::str::from_utf8(&bytes[10..10 + len])
+            .unwrap()
+            .to_string(),
         10 + len,
     )
 }
@@ -290,7 +294,10 @@ fn bench_and_profile_report_uint8_runs() {
     assert_eq!(layers[0]["name"], "conv1");
     assert_eq!(layers[0]["kinds"][0], "CONV_2D");
     assert!(layers.iter().any(|l| l["name"] == "conv_dw_13"));
-    let total: u64 = layers.iter().map(|l| l["mult_adds"].as_u64().unwrap()).sum();
+    let total: u64 = layers
+        .iter()
+        .map(|l| l["mult_adds"].as_u64().unwrap())
+        .sum();
     assert!((13_500_000..14_500_000).contains(&total), "{total}");
 }
 

@@ -55,9 +55,7 @@ pub fn run(args: &Args) -> Result<()> {
 
 fn run_quantized(args: &Args, mut q: QuantPrepared) -> Result<()> {
     let a = &args.engine;
-    let ms = time_runs(a, || {
-        q.engine.run(&q.input, a.batch, &mut q.output, &q.par)
-    })?;
+    let ms = time_runs(a, || q.engine.run(&q.input, a.batch, &mut q.output, &q.par))?;
     print_report(
         args,
         &Report {

@@ -149,8 +149,7 @@ fn run_float(args: &Args) -> Result<()> {
         let mut logits = vec![0.0; good.len() * classes];
         plan.run(&batch, good.len(), &mut logits, &mut workspace, &par)?;
         for (path, row) in good.iter().zip(logits.chunks(classes)) {
-            let probs =
-                softmax(&Tensor::new(vec![1, row.len()], row.to_vec())?)?.into_data();
+            let probs = softmax(&Tensor::new(vec![1, row.len()], row.to_vec())?)?.into_data();
             print_result(args, path, &probs, row, labels.as_deref(), "float32");
         }
     }

@@ -128,7 +128,10 @@ fn run_quantized(args: &Args, pipeline: &QuantizedPipeline) -> Result<()> {
         quantized::image_input(&image, input_spec, recipe, &mut input)?;
         let mut trace = pipeline.run_traced(&input)?;
         if index >= trace.len() {
-            return Err(Error::Shape(format!("layer '{}' produced no output", args.layer)));
+            return Err(Error::Shape(format!(
+                "layer '{}' produced no output",
+                args.layer
+            )));
         }
         let features = trace.swap_remove(index);
         // Drop the batch dimension of one image.
