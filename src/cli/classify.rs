@@ -6,9 +6,10 @@ use rayon::prelude::*;
 use serde_json::json;
 
 use crate::cli::model_args::ModelArgs;
+use crate::cli::quantized::{self, QuantizedEngine, QuantizedModel};
 use mobilenet::engine::{Parallelism, Plan, PlanOptions, Workspace};
 use mobilenet::formats::labels::read_labels;
-use mobilenet::image::{Preprocess, preprocess_into, read_image};
+use mobilenet::image::{Preprocess, RgbImage, preprocess_into, read_image};
 use mobilenet::layers::softmax;
 use mobilenet::{Error, Result, Tensor};
 
@@ -32,23 +33,99 @@ pub struct Args {
     /// One JSON object per image per line.
     #[arg(long)]
     json: bool,
-    /// Include all pre-softmax logits in the JSON output.
+    /// Include all pre-softmax logits in the JSON output (for a uint8
+    /// model: the dequantized input of its softmax).
     #[arg(long, requires = "json")]
     logits: bool,
     /// Threads.
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    #[arg(long, help = quantized::DEQUANTIZE_HELP)]
+    dequantize: bool,
     /// The images (JPEG, PNG, BMP).
     #[arg(required = true)]
     images: Vec<PathBuf>,
 }
 
 pub fn run(args: &Args) -> Result<()> {
-    let loaded = args.model.load()?;
+    match quantized::open(&args.model, args.dequantize)? {
+        Some(model) => run_quantized(args, model),
+        None => run_float(args),
+    }
+}
+
+/// The labels to print: `--labels`, else the model's own, checked against
+/// the number of classes.
+fn choose_labels(
+    args: &Args,
+    own: Option<Vec<String>>,
+    classes: usize,
+) -> Result<Option<Vec<String>>> {
     let labels = match &args.labels {
         Some(path) => Some(read_labels(path)?),
-        None => loaded.metadata.labels.clone(),
+        None => own,
     };
+    if let Some(labels) = &labels
+        && labels.len() != classes
+    {
+        return Err(Error::InvalidConfig(format!(
+            "{} labels for a model with {classes} classes",
+            labels.len()
+        )));
+    }
+    Ok(labels)
+}
+
+/// Decodes and preprocesses a batch of images in parallel with `fill`; a
+/// bad image is reported and skipped, the others go on. Returns the good
+/// paths, their inputs one after the other, and the number of failures.
+fn read_batch<'a, T: Clone + Default + Send>(
+    paths: &'a [PathBuf],
+    par: &Parallelism,
+    in_len: usize,
+    fill: impl Fn(&RgbImage, &mut [T]) -> Result<()> + Sync,
+) -> (Vec<&'a PathBuf>, Vec<T>, usize) {
+    let inputs: Vec<Result<Vec<T>>> = par.install(|| {
+        paths
+            .par_iter()
+            .map(|path| {
+                let image = read_image(path)?;
+                let mut input = vec![T::default(); in_len];
+                fill(&image, &mut input)?;
+                Ok(input)
+            })
+            .collect()
+    });
+    let mut good = Vec::new();
+    let mut batch = Vec::new();
+    let mut failures = 0;
+    for (path, input) in paths.iter().zip(inputs) {
+        match input {
+            Ok(input) => {
+                batch.extend_from_slice(&input);
+                good.push(path);
+            }
+            Err(err) => {
+                failures += 1;
+                eprintln!("error: {err}");
+            }
+        }
+    }
+    (good, batch, failures)
+}
+
+fn unreadable(failures: usize, total: usize) -> Result<()> {
+    if failures > 0 {
+        return Err(Error::Image(format!(
+            "{failures} of {total} images could not be read"
+        )));
+    }
+    Ok(())
+}
+
+/// The float path: any model format, uint8 files dequantized.
+fn run_float(args: &Args) -> Result<()> {
+    let loaded = args.model.load()?;
     let recipe = match args.preprocess {
         Some(recipe) => recipe,
         None => match loaded.metadata.preprocess.as_deref() {
@@ -58,69 +135,77 @@ pub fn run(args: &Args) -> Result<()> {
     };
     let plan = Plan::compile(&loaded.net, &PlanOptions::default())?;
     let classes = plan.classes();
-    if let Some(labels) = &labels
-        && labels.len() != classes
-    {
-        return Err(Error::InvalidConfig(format!(
-            "{} labels for a model with {classes} classes",
-            labels.len()
-        )));
-    }
+    let labels = choose_labels(args, loaded.metadata.labels.clone(), classes)?;
     let par = Parallelism::new(args.threads)?;
     let mut workspace = Workspace::new(&plan, &par);
     let size = plan.input_shape()[0];
     let in_len = plan.input_len();
     let mut failures = 0;
     for paths in args.images.chunks(BATCH) {
-        // Decode and preprocess the batch in parallel; a bad image is
-        // reported and skipped, the others go on.
-        let inputs: Vec<Result<Vec<f32>>> = par.install(|| {
-            paths
-                .par_iter()
-                .map(|path| {
-                    let image = read_image(path)?;
-                    let mut input = vec![0.0; in_len];
-                    preprocess_into(&image, size, recipe, &mut input)?;
-                    Ok(input)
-                })
-                .collect()
+        let (good, batch, failed) = read_batch(paths, &par, in_len, |image, input| {
+            preprocess_into(image, size, recipe, input)
         });
-        let mut good = Vec::new();
-        let mut batch = Vec::new();
-        for (path, input) in paths.iter().zip(inputs) {
-            match input {
-                Ok(input) => {
-                    batch.extend_from_slice(&input);
-                    good.push(path);
-                }
-                Err(err) => {
-                    failures += 1;
-                    eprintln!("error: {err}");
-                }
-            }
-        }
+        failures += failed;
         let mut logits = vec![0.0; good.len() * classes];
         plan.run(&batch, good.len(), &mut logits, &mut workspace, &par)?;
         for (path, row) in good.iter().zip(logits.chunks(classes)) {
-            print_result(args, path, row, labels.as_deref())?;
+            let probs = softmax(&Tensor::new(vec![1, row.len()], row.to_vec())?)?.into_data();
+            print_result(args, path, &probs, row, labels.as_deref(), "float32");
         }
     }
-    if failures > 0 {
-        return Err(Error::Image(format!(
-            "{failures} of {} images could not be read",
-            args.images.len()
-        )));
+    unreadable(failures, args.images.len())
+}
+
+/// The integer path: a uint8 TFLite model run as TFLite runs it; scores and
+/// logits are the dequantized uint8 outputs.
+fn run_quantized(args: &Args, model: QuantizedModel) -> Result<()> {
+    let recipe = args.preprocess.unwrap_or(Preprocess::Tf);
+    let classes = quantized::classes(&model.pipeline)?;
+    let labels = choose_labels(args, model.labels, classes)?;
+    let par = Parallelism::new(args.threads)?;
+    let mut engine = QuantizedEngine::new(model.pipeline, &par)?;
+    let input_spec = engine.input().clone();
+    let (probs_params, logits_params) = match engine.logits_spec() {
+        Some(logits) => (engine.output().params, logits.params),
+        None => return Err(Error::InvalidConfig("the model has no softmax".into())),
+    };
+    let in_len = engine.input_len();
+    let mut failures = 0;
+    for paths in args.images.chunks(BATCH) {
+        let (good, batch, failed) = read_batch(paths, &par, in_len, |image, input| {
+            quantized::image_input(image, &input_spec, recipe, input)
+        });
+        failures += failed;
+        if good.is_empty() {
+            continue;
+        }
+        let mut probs = vec![0u8; good.len() * classes];
+        engine.run(&batch, good.len(), &mut probs, &par)?;
+        let logits = engine.logits();
+        for (k, path) in good.iter().enumerate() {
+            let row = k * classes..(k + 1) * classes;
+            let p: Vec<f32> = probs[row.clone()]
+                .iter()
+                .map(|&q| probs_params.dequantize(q))
+                .collect();
+            let l: Vec<f32> = logits[row]
+                .iter()
+                .map(|&q| logits_params.dequantize(q))
+                .collect();
+            print_result(args, path, &p, &l, labels.as_deref(), "uint8");
+        }
     }
-    Ok(())
+    unreadable(failures, args.images.len())
 }
 
 fn print_result(
     args: &Args,
     path: &std::path::Path,
+    probs: &[f32],
     logits: &[f32],
     labels: Option<&[String]>,
-) -> Result<()> {
-    let probs = softmax(&Tensor::new(vec![1, logits.len()], logits.to_vec())?)?.into_data();
+    dtype: &str,
+) {
     let mut order: Vec<usize> = (0..probs.len()).collect();
     order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]).then(a.cmp(&b)));
     order.truncate(args.top);
@@ -130,7 +215,12 @@ fn print_result(
             .iter()
             .map(|&i| json!({"class": i, "label": label(i), "score": probs[i]}))
             .collect();
-        let mut value = json!({"image": path.display().to_string(), "top": top});
+        let mut value = json!({
+            "image": path.display().to_string(),
+            "top": top,
+            "quantized": dtype == "uint8",
+            "dtype": dtype,
+        });
         if args.logits {
             value["logits"] = json!(logits);
         }
@@ -147,5 +237,4 @@ fn print_result(
             );
         }
     }
-    Ok(())
 }

@@ -1,5 +1,7 @@
 //! Options shared by the commands that run the engine (`bench`, `profile`).
 
+use crate::cli::model_args::ModelArgs;
+use crate::cli::quantized::{self, QuantizedEngine};
 use mobilenet::Result;
 use mobilenet::engine::{Parallelism, Plan, PlanOptions, Workspace};
 use mobilenet::kernels::Isa;
@@ -12,6 +14,13 @@ const MAX_BATCH: usize = 65_536;
 
 #[derive(clap::Args, Debug)]
 pub struct EngineArgs {
+    /// A model file to run instead of a random network (a uint8 TFLite
+    /// model runs in integer arithmetic); --alpha, --resolution, --classes
+    /// and --strides are then the file's.
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[arg(long, help = quantized::DEQUANTIZE_HELP)]
+    pub dequantize: bool,
     /// Width multiplier α of the (randomly initialised) network.
     #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     pub alpha: f64,
@@ -53,6 +62,19 @@ pub struct EngineArgs {
     pub min_parallel_mult_adds: Option<u64>,
 }
 
+/// A uint8 model ready to run, with everything needed to run it.
+pub struct QuantPrepared {
+    /// Width multiplier α, from the stem's channels (32·α).
+    pub alpha: f64,
+    pub resolution: usize,
+    /// The file name, for the text output.
+    pub name: String,
+    pub engine: QuantizedEngine,
+    pub par: Parallelism,
+    pub input: Vec<u8>,
+    pub output: Vec<u8>,
+}
+
 /// A compiled plan with everything needed to run it.
 pub struct Prepared {
     pub config: MobileNetConfig,
@@ -64,10 +86,78 @@ pub struct Prepared {
 }
 
 impl EngineArgs {
-    /// Checks the numbers, builds a random network and compiles it.
+    /// The uint8 model given by `--model` (and `--head`), if it is one
+    /// and `--dequantize` is not given, ready to run on a fixed input.
+    pub fn prepare_quantized(&self) -> Result<Option<QuantPrepared>> {
+        self.check_counts()?;
+        if self.model.model.is_none() {
+            return Ok(None);
+        }
+        let Some(model) = quantized::open(&self.model, self.dequantize)? else {
+            return Ok(None);
+        };
+        let resolution = quantized::image_size(model.pipeline.input())?;
+        let par = Parallelism::new(self.threads)?;
+        let engine = QuantizedEngine::new(model.pipeline, &par)?;
+        let stem = engine
+            .steps()
+            .first()
+            .and_then(|s| s.output.last().copied())
+            .unwrap_or(0);
+        // A fixed pattern over all codes, like the pixels of a photo.
+        let input = (0..self.batch * engine.input_len())
+            .map(|i| ((i * 7919) % 256) as u8)
+            .collect();
+        let output = vec![0; self.batch * engine.output_len()];
+        let name = self.model.model.clone().unwrap_or_default();
+        let name = std::path::Path::new(&name)
+            .file_stem()
+            .map_or(name.clone(), |s| s.to_string_lossy().into_owned());
+        Ok(Some(QuantPrepared {
+            alpha: stem as f64 / 32.0,
+            resolution,
+            name,
+            engine,
+            par,
+            input,
+            output,
+        }))
+    }
+
+    /// Checks batch, runs and warm-up before anything is allocated.
+    fn check_counts(&self) -> Result<()> {
+        let bad = |msg: String| Err(mobilenet::Error::InvalidConfig(msg));
+        if self.batch == 0 || self.batch > MAX_BATCH {
+            return bad(format!(
+                "batch must be between 1 and {MAX_BATCH}, got {}",
+                self.batch
+            ));
+        }
+        if self.runs == 0 || self.runs > MAX_RUNS {
+            return bad(format!(
+                "runs must be between 1 and {MAX_RUNS}, got {}",
+                self.runs
+            ));
+        }
+        if self.warmup > MAX_RUNS {
+            return bad(format!(
+                "warmup must be at most {MAX_RUNS}, got {}",
+                self.warmup
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks the numbers, builds the network (`--model`'s, else a random
+    /// one) and compiles it.
     pub fn prepare(&self, fuse_by_default: bool) -> Result<Prepared> {
-        let config = self.config()?;
-        let net = MobileNet::random(&config, 0)?;
+        self.check_counts()?;
+        let net = if self.model.model.is_some() {
+            self.model.load()?.net
+        } else {
+            MobileNet::random(&self.config()?, 0)?
+        };
+        let config = net.config().clone();
         let defaults = PlanOptions::default();
         let options = PlanOptions {
             isa: self.isa,
@@ -98,28 +188,10 @@ impl EngineArgs {
         })
     }
 
-    /// Checks batch, runs and warm-up, and gives the network's configuration
-    /// (its own checks run when the network is built).
+    /// Checks batch, runs and warm-up, and gives the random network's
+    /// configuration (its own checks run when the network is built).
     pub fn config(&self) -> Result<MobileNetConfig> {
-        let bad = |msg: String| Err(mobilenet::Error::InvalidConfig(msg));
-        if self.batch == 0 || self.batch > MAX_BATCH {
-            return bad(format!(
-                "batch must be between 1 and {MAX_BATCH}, got {}",
-                self.batch
-            ));
-        }
-        if self.runs == 0 || self.runs > MAX_RUNS {
-            return bad(format!(
-                "runs must be between 1 and {MAX_RUNS}, got {}",
-                self.runs
-            ));
-        }
-        if self.warmup > MAX_RUNS {
-            return bad(format!(
-                "warmup must be at most {MAX_RUNS}, got {}",
-                self.warmup
-            ));
-        }
+        self.check_counts()?;
         Ok(MobileNetConfig {
             alpha: self.alpha,
             resolution: self.resolution,

@@ -14,6 +14,7 @@ mod format;
 mod model_args;
 mod paper;
 mod profile;
+mod quantized;
 mod separable;
 mod summary;
 mod train;

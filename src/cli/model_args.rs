@@ -28,17 +28,22 @@ impl ModelArgs {
     /// Loads the model: an existing path as is, otherwise a catalogue name,
     /// fetched into the cache first if needed.
     pub fn load(&self) -> Result<LoadedModel> {
+        load_model(&self.resolve()?, self.head.as_deref())
+    }
+
+    /// The model file: an existing path as is, otherwise a catalogue name's
+    /// file in the cache, fetched first if needed.
+    pub fn resolve(&self) -> Result<PathBuf> {
         let name = self.model.as_deref().unwrap_or(DEFAULT_MODEL);
         let path = Path::new(name);
         if path.exists() {
-            return load_model(path, self.head.as_deref());
+            return Ok(path.to_path_buf());
         }
         let entry = fetch::find(name)?;
         let cache = match &self.cache {
             Some(dir) => dir.clone(),
             None => fetch::default_cache_dir()?,
         };
-        let file = fetch::fetch(entry, &cache, &FetchOptions::default())?;
-        load_model(&file, self.head.as_deref())
+        fetch::fetch(entry, &cache, &FetchOptions::default())
     }
 }

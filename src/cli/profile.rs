@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::cli::engine_args::{EngineArgs, quantile};
+use crate::cli::engine_args::{EngineArgs, QuantPrepared, quantile};
 use crate::cli::format::{table, thousands};
+use crate::cli::quantized::layer_aliases;
 use mobilenet::Result;
 
 #[derive(clap::Args, Debug)]
@@ -22,43 +23,137 @@ pub struct Args {
     json: bool,
 }
 
+/// One timed step, whichever engine ran it.
+struct Step {
+    /// Our layer name (for a uint8 model: its TFLite tensor's name when the
+    /// op has no counterpart among our layers).
+    name: String,
+    /// The TFLite tensor name, for uint8 models.
+    tensor: Option<String>,
+    kinds: Vec<String>,
+    /// Output shape of one image.
+    output: Vec<usize>,
+    mult_adds: u64,
+}
+
+/// What was profiled, for the heading.
+struct Heading {
+    name: String,
+    alpha: f64,
+    resolution: usize,
+    isa: String,
+    dtype: &'static str,
+}
+
 pub fn run(args: &Args) -> Result<()> {
     let a = &args.engine;
+    if let Some(q) = a.prepare_quantized()? {
+        return run_quantized(args, q);
+    }
     let mut p = a.prepare(args.fused)?;
-    let steps: Vec<_> = p.plan.steps().cloned().collect();
-    let mut times = vec![Duration::ZERO; steps.len()];
+    let steps: Vec<Step> = p
+        .plan
+        .steps()
+        .map(|s| Step {
+            name: s.name.clone(),
+            tensor: None,
+            kinds: s.kinds.iter().map(|k| k.name().to_string()).collect(),
+            output: s.output.to_vec(),
+            mult_adds: s.mult_adds,
+        })
+        .collect();
     for _ in 0..a.warmup {
         p.plan
             .run(&p.input, a.batch, &mut p.logits, &mut p.workspace, &p.par)?;
     }
-    // samples[step][run], in milliseconds per image.
-    let mut samples = vec![Vec::with_capacity(a.runs); steps.len()];
-    for _ in 0..a.runs {
-        times.fill(Duration::ZERO);
+    let medians = time_steps(a, steps.len(), |times| {
         p.plan.run_profiled(
             &p.input,
             a.batch,
             &mut p.logits,
             &mut p.workspace,
             &p.par,
-            &mut times,
-        )?;
+            times,
+        )
+    })?;
+    let heading = Heading {
+        name: p.config.name(),
+        alpha: p.config.alpha,
+        resolution: p.config.resolution,
+        isa: p.plan.isa().to_string(),
+        dtype: "float32",
+    };
+    report(args, &heading, &steps, &medians);
+    Ok(())
+}
+
+/// A uint8 model: the exact reference executor timed op by op, one image
+/// after the other (its ops are not split across threads).
+fn run_quantized(args: &Args, mut q: QuantPrepared) -> Result<()> {
+    let a = &args.engine;
+    let engine_steps = q.engine.steps();
+    let kinds: Vec<&str> = engine_steps.iter().map(|s| s.kind).collect();
+    let steps: Vec<Step> = engine_steps
+        .iter()
+        .zip(layer_aliases(&kinds))
+        .map(|(s, alias)| Step {
+            name: alias.unwrap_or_else(|| s.name.clone()),
+            tensor: Some(s.name.clone()),
+            kinds: vec![s.kind.to_string()],
+            output: s.output.clone(),
+            mult_adds: s.mult_adds,
+        })
+        .collect();
+    for _ in 0..a.warmup {
+        q.engine.run(&q.input, a.batch, &mut q.output, &q.par)?;
+    }
+    let medians = time_steps(a, steps.len(), |times| {
+        q.engine
+            .run_profiled(&q.input, a.batch, &mut q.output, times)
+    })?;
+    let heading = Heading {
+        name: q.name.clone(),
+        alpha: q.alpha,
+        resolution: q.resolution,
+        isa: q.engine.isa().to_string(),
+        dtype: "uint8",
+    };
+    report(args, &heading, &steps, &medians);
+    Ok(())
+}
+
+/// `--runs` profiled runs; the median time of each step per image, in ms.
+fn time_steps(
+    a: &EngineArgs,
+    n_steps: usize,
+    mut run: impl FnMut(&mut [Duration]) -> Result<()>,
+) -> Result<Vec<f64>> {
+    let mut times = vec![Duration::ZERO; n_steps];
+    // samples[step][run], in milliseconds per image.
+    let mut samples = vec![Vec::with_capacity(a.runs); n_steps];
+    for _ in 0..a.runs {
+        times.fill(Duration::ZERO);
+        run(&mut times)?;
         for (s, t) in samples.iter_mut().zip(&times) {
             s.push(t.as_secs_f64() * 1e3 / a.batch as f64);
         }
     }
-    let medians: Vec<f64> = samples
+    Ok(samples
         .iter_mut()
         .map(|s| {
             s.sort_by(f64::total_cmp);
             quantile(s, 0.5)
         })
-        .collect();
+        .collect())
+}
+
+fn report(args: &Args, heading: &Heading, steps: &[Step], medians: &[f64]) {
+    let a = &args.engine;
     let total_ms: f64 = medians.iter().sum();
-    let total_mult_adds = p.plan.mult_adds();
+    let total_mult_adds: u64 = steps.iter().map(|s| s.mult_adds).sum();
     let rows: Vec<_> = steps
         .iter()
-        .zip(&medians)
+        .zip(medians)
         .map(|(step, &ms)| {
             let gflops = if ms > 0.0 {
                 2.0 * step.mult_adds as f64 / (ms * 1e6)
@@ -69,7 +164,7 @@ pub fn run(args: &Args) -> Result<()> {
                 step,
                 ms,
                 100.0 * ms / total_ms,
-                100.0 * step.mult_adds as f64 / total_mult_adds as f64,
+                100.0 * step.mult_adds as f64 / total_mult_adds.max(1) as f64,
                 gflops,
             )
         })
@@ -78,30 +173,35 @@ pub fn run(args: &Args) -> Result<()> {
         let layers: Vec<_> = rows
             .iter()
             .map(|(step, ms, time_share, ma_share, gflops)| {
-                json!({
+                let mut layer = json!({
                     "name": step.name,
-                    "kinds": step.kinds.iter().map(|k| k.name()).collect::<Vec<_>>(),
+                    "kinds": step.kinds,
                     "output": step.output,
                     "time_ms": ms,
                     "time_percent": time_share,
                     "mult_adds": step.mult_adds,
                     "mult_adds_percent": ma_share,
                     "gflops": gflops,
-                })
+                });
+                if let Some(tensor) = &step.tensor {
+                    layer["tensor"] = json!(tensor);
+                }
+                layer
             })
             .collect();
         let value = json!({
-            "alpha": p.config.alpha,
-            "resolution": p.config.resolution,
+            "alpha": heading.alpha,
+            "resolution": heading.resolution,
             "batch": a.batch,
             "threads": a.threads,
-            "isa": p.plan.isa().name(),
+            "isa": heading.isa,
+            "dtype": heading.dtype,
             "layers": layers,
             "total_ms": total_ms,
             "gflops": 2.0 * total_mult_adds as f64 / (total_ms * 1e6),
         });
         println!("{value}");
-        return Ok(());
+        return;
     }
     let mut cells = vec![
         [
@@ -117,10 +217,10 @@ pub fn run(args: &Args) -> Result<()> {
         .to_vec(),
     ];
     for (step, ms, time_share, ma_share, gflops) in &rows {
-        let [h, w, c] = step.output;
+        let shape: Vec<String> = step.output.iter().map(usize::to_string).collect();
         cells.push(vec![
             step.name.clone(),
-            format!("{h}x{w}x{c}"),
+            shape.join("x"),
             format!("{ms:.4}"),
             format!("{time_share:.1}"),
             thousands(step.mult_adds),
@@ -129,17 +229,12 @@ pub fn run(args: &Args) -> Result<()> {
         ]);
     }
     println!(
-        "{}: batch {}, {} thread(s), {}, median of {} runs per layer, per image",
-        p.config.name(),
-        a.batch,
-        a.threads,
-        p.plan.isa(),
-        a.runs
+        "{} ({}): batch {}, {} thread(s), {}, median of {} runs per layer, per image",
+        heading.name, heading.dtype, a.batch, a.threads, heading.isa, a.runs
     );
     print!("{}", table(&cells, &[2, 3, 4, 5, 6]));
     println!(
         "total {total_ms:.3} ms, {:.1} GFLOP/s",
         2.0 * total_mult_adds as f64 / (total_ms * 1e6)
     );
-    Ok(())
 }

@@ -301,6 +301,15 @@ impl Conv2d {
         ]
     }
 
+    /// Multiply-adds per run: each output value takes one per weight of its
+    /// output channel (`kh * kw * in_channels` for a full convolution,
+    /// `kh * kw` for a depthwise one).
+    pub fn mult_adds(&self) -> u64 {
+        let outputs: u64 = self.output_shape().iter().map(|&d| d as u64).product();
+        let per_channel = self.weights.len() / self.out_channels.max(1);
+        outputs * per_channel as u64
+    }
+
     /// The output stage (multiplier, clamp).
     pub fn output_stage(&self) -> &OutputStage {
         &self.stage

@@ -43,6 +43,30 @@ const MAX_MACS: u64 = 1 << 35;
 const SUPPORTED: &str = "CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED, AVERAGE_POOL_2D, SOFTMAX, \
                          RESHAPE, SQUEEZE";
 
+/// Whether `bytes` are a TFLite file for this module rather than for the
+/// float importer: the file identifier is `TFL3` and the model input is
+/// uint8, or cannot be read at all (so that a damaged uint8 file gets this
+/// module's precise message rather than the importer's).
+///
+/// ```
+/// // Not TFLite at all.
+/// assert!(!mobilenet::quant::is_uint8_tflite(b"{\"format\": \"layers-model\"}"));
+/// ```
+pub fn is_uint8_tflite(bytes: &[u8]) -> bool {
+    if bytes.get(4..8) != Some(b"TFL3") {
+        return false;
+    }
+    let input_type = || -> Result<TensorType> {
+        let sub = Model::parse(bytes)?.subgraph(0)?;
+        let input = *sub
+            .inputs()?
+            .first()
+            .ok_or_else(|| format_err("no input"))?;
+        Ok(sub.tensor(input)?.dtype)
+    };
+    !matches!(input_type(), Ok(t) if !matches!(t, TensorType::Uint8))
+}
+
 /// Parses a uint8 TFLite model.
 pub(crate) fn load(bytes: &[u8]) -> Result<QuantizedTflite> {
     let model = Model::parse(bytes)?;

@@ -38,6 +38,7 @@ pub mod fixed_point;
 pub mod fully_connected;
 pub mod geometry;
 mod load;
+pub use load::is_uint8_tflite;
 mod model;
 pub mod plan;
 pub mod pool;

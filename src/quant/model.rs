@@ -3,6 +3,7 @@
 //! official 1.0_224 MobileNet ships as an embedding extractor plus a head).
 
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use super::conv::Conv2d;
 use super::fully_connected::FullyConnected;
@@ -148,6 +149,27 @@ impl QuantizedTflite {
         self.nodes.iter().map(|n| (n.kind, &n.output))
     }
 
+    /// The multiply-adds of each operator, in the order of
+    /// [`QuantizedTflite::ops`]: convolutions and fully connected layers
+    /// count one per weight use, the other operators none (as the paper
+    /// counts).
+    pub fn mult_adds(&self) -> impl Iterator<Item = u64> + '_ {
+        self.nodes.iter().map(|n| match &n.op {
+            Op::Conv(conv) => conv.mult_adds(),
+            Op::FullyConnected(fc) => {
+                let ((batches, depth), (_, units)) = (fc.input_dims(), fc.output_dims());
+                (batches as u64) * (depth as u64) * (units as u64)
+            }
+            Op::AveragePool(_) | Op::Softmax(_) | Op::Reshape => 0,
+        })
+    }
+
+    /// The value slot the final softmax reads, if the model ends in one.
+    fn logits_slot(&self) -> Option<usize> {
+        let node = self.output.checked_sub(1).and_then(|k| self.nodes.get(k))?;
+        matches!(node.op, Op::Softmax(_)).then_some(node.input)
+    }
+
     fn spec_of(&self, slot: usize) -> &TensorSpec {
         match slot.checked_sub(1).and_then(|k| self.nodes.get(k)) {
             Some(node) => &node.output,
@@ -157,6 +179,16 @@ impl QuantizedTflite {
 
     /// Runs every op; returns the value of every slot.
     fn execute(&self, input: &[u8]) -> Result<Vec<Vec<u8>>> {
+        self.execute_timed(input, None)
+    }
+
+    /// [`QuantizedTflite::execute`], adding each op's time to `times[k]`
+    /// when given (one entry per op).
+    fn execute_timed(
+        &self,
+        input: &[u8],
+        mut times: Option<&mut [Duration]>,
+    ) -> Result<Vec<Vec<u8>>> {
         if input.len() != self.input.numel() {
             return Err(Error::Shape(format!(
                 "the model input {:?} takes {} bytes, got {}",
@@ -167,7 +199,8 @@ impl QuantizedTflite {
         }
         let mut values: Vec<Vec<u8>> = Vec::with_capacity(self.nodes.len() + 1);
         values.push(input.to_vec());
-        for node in &self.nodes {
+        for (k, node) in self.nodes.iter().enumerate() {
+            let start = Instant::now();
             let src = values.get(node.input).ok_or_else(|| {
                 Error::Shape(format!("{} reads a value not yet computed", node.kind))
             })?;
@@ -188,6 +221,9 @@ impl QuantizedTflite {
                     }
                     out.copy_from_slice(src);
                 }
+            }
+            if let Some(t) = times.as_deref_mut().and_then(|t| t.get_mut(k)) {
+                *t += start.elapsed();
             }
             values.push(out);
         }
@@ -293,6 +329,62 @@ impl QuantizedPipeline {
             current = stage.run(&current.data)?;
         }
         Ok(current)
+    }
+
+    /// The pre-softmax tensor: the input of the last model's final
+    /// softmax, or `None` if it does not end in one.
+    pub fn logits(&self) -> Option<&TensorSpec> {
+        let last = &self.stages[self.stages.len() - 1];
+        last.logits_slot().map(|slot| last.spec_of(slot))
+    }
+
+    /// Like [`QuantizedPipeline::run`], also returning the pre-softmax
+    /// tensor (see [`QuantizedPipeline::logits`]), which classifiers
+    /// report beside the probabilities.
+    pub fn run_with_logits(&self, input: &[u8]) -> Result<(QuantTensor, Option<QuantTensor>)> {
+        self.run_stages(input, None)
+    }
+
+    /// Like [`QuantizedPipeline::run`], adding each operator's time to
+    /// `times` (one entry per operator of every model, in execution order;
+    /// extra entries are left alone).
+    pub fn run_profiled(&self, input: &[u8], times: &mut [Duration]) -> Result<QuantTensor> {
+        Ok(self.run_stages(input, Some(times))?.0)
+    }
+
+    /// Runs every stage; returns the output and the last stage's logits.
+    fn run_stages(
+        &self,
+        input: &[u8],
+        mut times: Option<&mut [Duration]>,
+    ) -> Result<(QuantTensor, Option<QuantTensor>)> {
+        let mut current = input.to_vec();
+        let mut first_op = 0;
+        let mut logits = None;
+        for (k, stage) in self.stages.iter().enumerate() {
+            let stage_times = times
+                .as_deref_mut()
+                .map(|t| t.get_mut(first_op.min(t.len())..).unwrap_or_default());
+            let mut values = stage.execute_timed(&current, stage_times)?;
+            first_op += stage.nodes.len();
+            if k + 1 == self.stages.len() {
+                logits = stage.logits_slot().and_then(|slot| {
+                    Some(QuantTensor {
+                        spec: stage.spec_of(slot).clone(),
+                        data: values.get(slot)?.clone(),
+                    })
+                });
+            }
+            if stage.output >= values.len() {
+                return Err(Error::Shape("the model output was not computed".into()));
+            }
+            current = values.swap_remove(stage.output);
+        }
+        let output = QuantTensor {
+            spec: self.output().clone(),
+            data: current,
+        };
+        Ok((output, logits))
     }
 
     /// Every operator's output of every model, in execution order.

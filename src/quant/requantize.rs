@@ -45,6 +45,22 @@ impl QuantParams {
     pub fn dequantize(&self, q: u8) -> f32 {
         self.scale * (i32::from(q) - self.zero_point) as f32
     }
+
+    /// The code of real value `x`: `clamp(round(x / scale) + zero_point, 0,
+    /// 255)`, rounding half away from zero as TFLite's `QUANTIZE` does
+    /// (NaN maps to the zero point).
+    ///
+    /// ```
+    /// use mobilenet::quant::QuantParams;
+    /// let q = QuantParams::new(1.0 / 128.0, 128)?;
+    /// assert_eq!([q.quantize(-1.0), q.quantize(0.5), q.quantize(7.0)], [0, 192, 255]);
+    /// # Ok::<(), mobilenet::Error>(())
+    /// ```
+    pub fn quantize(&self, x: f32) -> u8 {
+        let steps = (x / self.scale).round();
+        let steps = if steps.is_nan() { 0.0 } else { steps };
+        (steps.clamp(-512.0, 512.0) as i32 + self.zero_point).clamp(0, 255) as u8
+    }
 }
 
 /// A fused activation (TFLite's `ActivationFunctionType`), applied as a

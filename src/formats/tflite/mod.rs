@@ -63,3 +63,10 @@ pub fn load_tflite(bytes: &[u8]) -> Result<LoadedModel> {
 pub fn load_tflite_with_head(extractor: &[u8], head: &[u8]) -> Result<LoadedModel> {
     import::load_with_head(extractor, head)
 }
+
+/// The class labels stored in a `.tflite` file's metadata archive, if it
+/// holds a plain text file with exactly `classes` lines (see `labels`);
+/// `None` otherwise, never an error: labels are a convenience.
+pub fn find_labels(bytes: &[u8], classes: usize) -> Option<Vec<String>> {
+    labels::find_labels(bytes, classes)
+}
