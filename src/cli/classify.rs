@@ -44,6 +44,11 @@ pub struct Args {
 }
 
 pub fn run(args: &Args) -> Result<()> {
+    if let Some(path) = args.model.model.as_deref().map(std::path::Path::new)
+        && mobilenet::quant::ptq::file::is_quantized_path(path)
+    {
+        return run_int8(args, &mobilenet::quant::ptq::file::load(path)?);
+    }
     let loaded = args.model.load()?;
     let labels = match &args.labels {
         Some(path) => Some(read_labels(path)?),
@@ -146,6 +151,52 @@ fn print_result(
                 label(i)
             );
         }
+    }
+    Ok(())
+}
+
+/// `classify` with an int8 model from `mobilenet quantize`: its exact
+/// integer executor, one image at a time.
+fn run_int8(args: &Args, model: &mobilenet::quant::ptq::Int8MobileNet) -> Result<()> {
+    let labels = match &args.labels {
+        Some(path) => Some(read_labels(path)?),
+        None => model.metadata.labels.clone(),
+    };
+    if let Some(labels) = &labels
+        && labels.len() != model.classes()
+    {
+        return Err(Error::InvalidConfig(format!(
+            "{} labels for a model with {} classes",
+            labels.len(),
+            model.classes()
+        )));
+    }
+    let recipe = match (args.preprocess, model.metadata.preprocess.as_deref()) {
+        (Some(recipe), _) => recipe,
+        (None, Some(name)) => name.parse()?,
+        (None, None) => Preprocess::Tf,
+    };
+    let size = model.resolution();
+    let mut failures = 0;
+    for path in &args.images {
+        let logits = read_image(path).and_then(|image| {
+            let mut input = vec![0.0; model.input_len()];
+            preprocess_into(&image, size, recipe, &mut input)?;
+            model.run(&input, 1)
+        });
+        match logits {
+            Ok(logits) => print_result(args, path, &logits, labels.as_deref())?,
+            Err(err) => {
+                failures += 1;
+                eprintln!("error: {err}");
+            }
+        }
+    }
+    if failures > 0 {
+        return Err(Error::Image(format!(
+            "{failures} of {} images could not be read",
+            args.images.len()
+        )));
     }
     Ok(())
 }

@@ -40,6 +40,7 @@ pub mod geometry;
 mod load;
 mod model;
 pub mod pool;
+pub mod ptq;
 pub mod requantize;
 pub mod softmax;
 
