@@ -129,8 +129,8 @@ impl Int8Conv {
     }
 
     /// Runs on one image: `input` `[H, W, C_in]` codes into `output`
-    /// `[H', W', C_out]`. The accumulator of output channel `c` is `bias[c]
-    /// + Σ (x - input.zero_point) * w`, over the taps inside the input
+    /// `[H', W', C_out]`. The accumulator of output channel `c` is
+    /// `bias[c] + Σ (x - input.zero_point) * w`, over the taps inside the input
     /// (padding is real 0, i.e. contributes nothing), then requantized and
     /// clamped.
     pub fn run(&self, input: &[i8], output: &mut [i8]) -> Result<()> {
@@ -494,7 +494,7 @@ impl Int8MobileNet {
             x = y;
         }
         let channels = self.classifier.weight.len() / self.classes().max(1);
-        if logits.len() != self.classes() || x.len() % channels.max(1) != 0 {
+        if logits.len() != self.classes() || !x.len().is_multiple_of(channels.max(1)) {
             return Err(Error::Shape("int8 model: wrong logits length".into()));
         }
         let mut pooled = vec![0i8; channels];
