@@ -23,6 +23,10 @@ pub struct Args {
 }
 
 pub fn run(args: &Args) -> Result<()> {
+    let input = std::path::Path::new(&args.input);
+    if mobilenet::quant::ptq::file::is_quantized_path(input) {
+        return convert_int8(args, input);
+    }
     let model_args = ModelArgs {
         model: Some(args.input.clone()),
         head: args.head.clone(),
@@ -42,5 +46,33 @@ pub fn run(args: &Args) -> Result<()> {
         save_model(&loaded, &args.output)?;
     }
     println!("{} -> {}", args.input, args.output.display());
+    Ok(())
+}
+
+/// An int8 model from `mobilenet quantize`: only to QDQ ONNX.
+fn convert_int8(args: &Args, input: &std::path::Path) -> Result<()> {
+    if args.output.extension().is_none_or(|e| e != "onnx") {
+        return Err(Error::InvalidConfig(
+            "an int8 model converts only to ONNX (an .onnx output)".into(),
+        ));
+    }
+    let mut model = mobilenet::quant::ptq::file::load(input)?;
+    if let Some(path) = &args.labels {
+        let labels = read_labels(path)?;
+        if labels.len() != model.classes() {
+            return Err(Error::InvalidConfig(format!(
+                "{} labels for a model with {} classes",
+                labels.len(),
+                model.classes()
+            )));
+        }
+        model.metadata.labels = Some(labels);
+    }
+    let bytes = mobilenet::formats::onnx::export_onnx_int8(&model)?;
+    std::fs::write(&args.output, bytes).map_err(|source| Error::Io {
+        path: args.output.display().to_string(),
+        source,
+    })?;
+    println!("{} -> {} (int8 QDQ)", args.input, args.output.display());
     Ok(())
 }

@@ -14,6 +14,7 @@ mod format;
 mod model_args;
 mod paper;
 mod profile;
+mod quantize;
 mod quantized;
 mod separable;
 mod summary;
@@ -64,6 +65,8 @@ enum Command {
     Train(train::Args),
     /// Accuracy of a model on a labelled dataset.
     Eval(eval::Args),
+    /// Post-training int8 quantization of a float model.
+    Quantize(quantize::Args),
 }
 
 /// Parses the arguments, runs the command and maps errors to exit codes.
@@ -88,6 +91,7 @@ pub fn main() -> ExitCode {
         Command::Convert(args) => convert::run(&args),
         Command::Train(args) => train::run(&args),
         Command::Eval(args) => eval::run(&args),
+        Command::Quantize(args) => quantize::run(&args),
         Command::Fetch(args) => fetch::run(&args),
     };
     match result {

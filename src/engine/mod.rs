@@ -26,6 +26,7 @@
 
 mod execute;
 mod fold;
+pub(crate) use fold::fold_batch_norm;
 mod parallel;
 mod plan;
 mod workspace;

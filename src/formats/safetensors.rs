@@ -27,6 +27,7 @@
 //! | `preprocess` | optional: `tf` or `torch` |
 //! | `name` | optional |
 //! | `labels` | optional: JSON array of `classes` strings |
+//! | `quantization` | only in int8 files written by `mobilenet quantize` (see [`crate::quant::ptq::file`]): this loader refuses them with a clear error |
 //!
 //! A float in `config` is a JSON number, or, if this crate's JSON reader
 //! would not read the number back to the same bits, a string holding its
@@ -65,6 +66,9 @@ use crate::tensor::Tensor;
 pub const FORMAT_NAME: &str = "mobilenet-v1";
 /// The value of `__metadata__["format_version"]` this code writes and reads.
 pub const FORMAT_VERSION: &str = "1";
+/// The `__metadata__` key that marks a quantized file (its value names the
+/// scheme); float files never have it, see [`crate::quant::ptq`].
+pub const QUANTIZATION_KEY: &str = "quantization";
 /// The `source_format` of a model read by [`from_bytes`].
 pub const SOURCE_FORMAT: &str = "mobilenet";
 
@@ -148,7 +152,7 @@ pub fn to_bytes(net: &MobileNet, metadata: &ModelMetadata) -> Result<Vec<u8>> {
         dropout: ExactF32(config.dropout),
         variant: config.variant.name().into(),
         strides: config.strides,
-        bn_eps,
+        bn_eps: Some(bn_eps),
     };
     let mut info = BTreeMap::new();
     info.insert("format".to_string(), FORMAT_NAME.to_string());
@@ -187,16 +191,43 @@ fn serialize(
     tensors: &[(String, Vec<usize>, &[f32])],
     metadata: &BTreeMap<String, String>,
 ) -> std::result::Result<Vec<u8>, serde_json::Error> {
+    let raw: Vec<RawTensor> = tensors
+        .iter()
+        .map(|(name, shape, data)| RawTensor {
+            name: name.clone(),
+            dtype: "F32",
+            shape: shape.clone(),
+            bytes: data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        })
+        .collect();
+    serialize_raw(&raw, metadata)
+}
+
+/// One tensor of any dtype, as little-endian bytes.
+pub(crate) struct RawTensor {
+    pub name: String,
+    /// The safetensors dtype name: `F32`, `I8`, `I32`, ...
+    pub dtype: &'static str,
+    pub shape: Vec<usize>,
+    pub bytes: Vec<u8>,
+}
+
+/// A safetensors file of `tensors` (any dtype), deterministic as
+/// [`serialize`].
+pub(crate) fn serialize_raw(
+    tensors: &[RawTensor],
+    metadata: &BTreeMap<String, String>,
+) -> std::result::Result<Vec<u8>, serde_json::Error> {
     let mut header = serde_json::Map::new();
     header.insert("__metadata__".into(), serde_json::to_value(metadata)?);
     let mut offset = 0usize;
-    for (name, shape, data) in tensors {
-        let end = offset + data.len() * 4;
+    for t in tensors {
+        let end = offset + t.bytes.len();
         header.insert(
-            name.clone(),
+            t.name.clone(),
             serde_json::json!({
-                "dtype": "F32",
-                "shape": shape,
+                "dtype": t.dtype,
+                "shape": t.shape,
                 "data_offsets": [offset, end],
             }),
         );
@@ -208,12 +239,35 @@ fn serialize(
     let mut out = Vec::with_capacity(8 + json.len() + offset);
     out.extend_from_slice(&(json.len() as u64).to_le_bytes());
     out.extend_from_slice(&json);
-    for (_, _, data) in tensors {
-        for v in *data {
-            out.extend_from_slice(&v.to_le_bytes());
-        }
+    for t in tensors {
+        out.extend_from_slice(&t.bytes);
     }
     Ok(out)
+}
+
+/// The `config` metadata entry of `config` without batch-norm ε (for files
+/// whose batch norms are folded away).
+pub(crate) fn encode_config(config: &MobileNetConfig) -> Result<String> {
+    let json = ConfigJson {
+        alpha: ExactF64(config.alpha),
+        resolution: config.resolution,
+        classes: config.classes,
+        min_depth: config.min_depth,
+        activation: config.activation.name().into(),
+        padding: padding_name(config.padding).into(),
+        dropout: ExactF32(config.dropout),
+        variant: config.variant.name().into(),
+        strides: config.strides,
+        bn_eps: None,
+    };
+    serde_json::to_string(&json).map_err(|e| Error::InvalidConfig(e.to_string()))
+}
+
+/// Reads a `config` metadata entry (any `bn_eps` in it is ignored).
+pub(crate) fn decode_config(text: &str) -> Result<MobileNetConfig> {
+    let json: ConfigJson =
+        serde_json::from_str(text).map_err(|e| format_err(format!("bad \"config\": {e}")))?;
+    json.to_config()
 }
 
 /// Reads a model file's bytes (see the [module docs](self) for what is
@@ -235,6 +289,12 @@ pub fn from_bytes(bytes: &[u8]) -> Result<LoadedModel> {
         }
         None => return Err(format_err("no \"format\" in __metadata__")),
     }
+    if let Some(scheme) = get(QUANTIZATION_KEY) {
+        return Err(format_err(format!(
+            "this is a quantized model ({scheme}); this command needs a float model \
+             (only classify and convert run int8 files)"
+        )));
+    }
     match get("format_version") {
         Some(FORMAT_VERSION) => {}
         Some(other) => {
@@ -255,7 +315,11 @@ pub fn from_bytes(bytes: &[u8]) -> Result<LoadedModel> {
         ))
     })?;
     let layers = conv_layer_names(&arch);
-    let eps = config_json.bn_eps.per_layer(&layers)?;
+    let eps = config_json
+        .bn_eps
+        .as_ref()
+        .ok_or_else(|| format_err("config has no \"bn_eps\""))?
+        .per_layer(&layers)?;
     let labels = match get("labels") {
         None => None,
         Some(text) => {
@@ -479,7 +543,7 @@ fn padding_name(p: PaddingMode) -> &'static str {
 
 /// Writes `bytes` to a temporary file beside `path`, syncs it and renames
 /// it over `path`.
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let io = |p: &Path| {
         let p = p.display().to_string();
         move |source| Error::Io { path: p, source }
@@ -532,7 +596,9 @@ struct ConfigJson {
     /// Absent in files written before the small-input knob: the paper's.
     #[serde(default = "paper_strides")]
     strides: [usize; 5],
-    bn_eps: BnEps,
+    /// Absent in int8 files, whose batch norms are folded away.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    bn_eps: Option<BnEps>,
 }
 
 fn paper_strides() -> [usize; 5] {

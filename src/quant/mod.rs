@@ -42,6 +42,7 @@ pub use load::is_uint8_tflite;
 mod model;
 pub mod plan;
 pub mod pool;
+pub mod ptq;
 pub mod requantize;
 pub mod softmax;
 

@@ -256,7 +256,7 @@ fn fold(conv: &ConvBn, layer: &str) -> Result<(Vec<f32>, Vec<f32>)> {
 }
 
 /// A float initializer with little-endian `raw_data`.
-fn tensor(name: &str, dims: &[usize], data: &[f32]) -> TensorProto {
+pub(super) fn tensor(name: &str, dims: &[usize], data: &[f32]) -> TensorProto {
     TensorProto {
         dims: dims.iter().map(|&d| d as i64).collect(),
         data_type: Some(DATA_TYPE_FLOAT),
@@ -266,7 +266,7 @@ fn tensor(name: &str, dims: &[usize], data: &[f32]) -> TensorProto {
     }
 }
 
-fn node(
+pub(super) fn node(
     op_type: &str,
     name: &str,
     inputs: &[&str],
@@ -283,7 +283,7 @@ fn node(
     }
 }
 
-fn int(name: &str, value: i64) -> AttributeProto {
+pub(super) fn int(name: &str, value: i64) -> AttributeProto {
     AttributeProto {
         name: Some(name.into()),
         r#type: Some(attribute_type::INT),
@@ -292,7 +292,7 @@ fn int(name: &str, value: i64) -> AttributeProto {
     }
 }
 
-fn ints(name: &str, values: &[i64]) -> AttributeProto {
+pub(super) fn ints(name: &str, values: &[i64]) -> AttributeProto {
     AttributeProto {
         name: Some(name.into()),
         r#type: Some(attribute_type::INTS),
@@ -301,12 +301,15 @@ fn ints(name: &str, values: &[i64]) -> AttributeProto {
     }
 }
 
-fn dim(size: i64) -> tensor_shape_proto::dimension::Value {
+pub(super) fn dim(size: i64) -> tensor_shape_proto::dimension::Value {
     tensor_shape_proto::dimension::Value::DimValue(size)
 }
 
 /// A float tensor value with the given dimensions.
-fn value_info(name: &str, dims: Vec<tensor_shape_proto::dimension::Value>) -> ValueInfoProto {
+pub(super) fn value_info(
+    name: &str,
+    dims: Vec<tensor_shape_proto::dimension::Value>,
+) -> ValueInfoProto {
     let shape = TensorShapeProto {
         dim: dims
             .into_iter()
@@ -329,7 +332,7 @@ fn value_info(name: &str, dims: Vec<tensor_shape_proto::dimension::Value>) -> Va
     }
 }
 
-fn entry(key: &str, value: String) -> StringStringEntryProto {
+pub(super) fn entry(key: &str, value: String) -> StringStringEntryProto {
     StringStringEntryProto {
         key: Some(key.into()),
         value: Some(value),

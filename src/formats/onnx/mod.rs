@@ -45,6 +45,7 @@
 //! outside 7..=25, and non-finite weights.
 
 mod export;
+mod export_qdq;
 mod import;
 pub mod proto;
 
@@ -125,6 +126,14 @@ pub fn export_onnx(
     options: &OnnxExportOptions,
 ) -> Result<Vec<u8>> {
     export::export(net, metadata, options)
+}
+
+/// Writes an int8 model from `mobilenet quantize` as a QDQ ONNX model
+/// (opset 13): float operators between `QuantizeLinear`/`DequantizeLinear`
+/// pairs, int8 weights with per-output-channel scales (axis 0). Input
+/// `input` `[N, 3, R, R]` float, output `logits` `[N, classes]`.
+pub fn export_onnx_int8(model: &crate::quant::ptq::Int8MobileNet) -> Result<Vec<u8>> {
+    export_qdq::export_qdq(model)
 }
 
 /// Reads an ONNX model of the form [`export_onnx`] writes, or a close
