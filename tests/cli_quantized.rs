@@ -231,8 +231,7 @@ fn features_writes_the_dequantized_layer() {
     let trace = pipeline.run_traced(&input).unwrap();
     let pw13 = trace
         .iter()
-        .filter(|t| t.spec.shape == [1, 4, 4, 256])
-        .last()
+        .rfind(|t| t.spec.shape == [1, 4, 4, 256])
         .expect("the last pointwise conv");
     let values: Vec<f32> = bytes[start..]
         .chunks(4)

@@ -168,7 +168,7 @@ fn run_quantized(args: &Args, model: QuantizedModel) -> Result<()> {
     let classes = quantized::classes(&model.pipeline)?;
     let labels = choose_labels(args, model.labels, classes)?;
     let par = Parallelism::new(args.threads)?;
-    let mut engine = QuantizedEngine::new(model.pipeline, &par)?;
+    let mut engine = QuantizedEngine::new(model.pipeline, None, &par)?;
     let input_spec = engine.input().clone();
     let (probs_params, logits_params) = match engine.logits_spec() {
         Some(logits) => (engine.output().params, logits.params),

@@ -98,7 +98,7 @@ impl EngineArgs {
         };
         let resolution = quantized::image_size(model.pipeline.input())?;
         let par = Parallelism::new(self.threads)?;
-        let engine = QuantizedEngine::new(model.pipeline, &par)?;
+        let engine = QuantizedEngine::new(model.pipeline, quantized::int_isa(self.isa), &par)?;
         let stem = engine
             .steps()
             .first()

@@ -109,7 +109,7 @@ fn run_quantized(args: &Args, mut q: QuantPrepared) -> Result<()> {
     }
     let medians = time_steps(a, steps.len(), |times| {
         q.engine
-            .run_profiled(&q.input, a.batch, &mut q.output, times)
+            .run_profiled(&q.input, a.batch, &mut q.output, &q.par, times)
     })?;
     let heading = Heading {
         name: q.name.clone(),

@@ -1,12 +1,11 @@
 //! uint8 TFLite models in the CLI, run in integer arithmetic.
 //!
 //! [`QuantizedEngine`] is the one seam between the commands and the uint8
-//! executor: `classify`, `bench` and `profile` only call its methods, whose
-//! shapes follow the fast `QuantizedPlan` (`run(input, batch, output, ..)`,
-//! `logits()`, `steps()`, `run_profiled(.., times)`, `isa()`), so swapping
-//! the exact reference executor used here for it touches this file only.
-//! `features` needs every op's output and keeps using the reference
-//! pipeline's trace.
+//! executors: `classify`, `bench` and `profile` only call its methods. It
+//! runs the fast [`QuantizedPlan`] (bit-exact with the reference, tested in
+//! `tests/quant_plan.rs`), or the exact reference executor for graphs the
+//! plan does not cover. `features` needs every op's output and uses the
+//! reference pipeline's trace.
 
 use std::path::Path;
 use std::time::Duration;
@@ -18,6 +17,8 @@ use mobilenet::engine::Parallelism;
 use mobilenet::formats::load::read_bounded;
 use mobilenet::formats::tflite::find_labels;
 use mobilenet::image::{Preprocess, RgbImage, preprocess_into, preprocess_tf_u8};
+use mobilenet::kernels::int8::IntIsa;
+use mobilenet::quant::plan::{QuantizedPlan, QuantizedPlanOptions, QuantizedWorkspace};
 use mobilenet::quant::{
     QuantParams, QuantizedPipeline, QuantizedTflite, TensorSpec, is_uint8_tflite,
 };
@@ -64,6 +65,17 @@ pub fn open(args: &ModelArgs, dequantize: bool) -> Result<Option<QuantizedModel>
         .rev()
         .find_map(|(_, bytes)| find_labels(bytes, classes));
     Ok(Some(QuantizedModel { pipeline, labels }))
+}
+
+/// The integer kernels matching a float `--isa`: the same vector width
+/// (AVX-512 means the best integer set, VNNI where the CPU has it).
+pub fn int_isa(isa: Option<mobilenet::kernels::Isa>) -> Option<IntIsa> {
+    use mobilenet::kernels::Isa;
+    match isa? {
+        Isa::Portable => Some(IntIsa::Portable),
+        Isa::Avx2Fma => Some(IntIsa::Avx2),
+        Isa::Avx512 => None,
+    }
 }
 
 /// Names the file in a format error.
@@ -147,22 +159,52 @@ pub struct QuantStep {
     pub mult_adds: u64,
 }
 
-/// Runs a uint8 model on batches of images. Today it runs the exact
-/// reference executor image by image, the images of a batch spread over
-/// the threads; the fast plan takes its place at merge.
+/// Runs a uint8 model on batches of images: on the fast integer plan
+/// ([`QuantizedPlan`]: packed weights, VNNI/AVX2 kernels, no allocation per
+/// run) when it covers the model (a MobileNet-style chain ending in a
+/// softmax), else on the exact reference executor, image by image.
 pub struct QuantizedEngine {
     pipeline: QuantizedPipeline,
-    /// The last run's pre-softmax codes, one row per image (empty when the
-    /// model has no final softmax).
-    logits: Vec<u8>,
+    backend: Backend,
+}
+
+enum Backend {
+    Plan {
+        plan: Box<QuantizedPlan>,
+        workspace: Box<QuantizedWorkspace>,
+    },
+    /// The reference executor, with the last run's pre-softmax codes, one
+    /// row per image (empty when the model has no final softmax).
+    Reference { logits: Vec<u8> },
 }
 
 impl QuantizedEngine {
-    pub fn new(pipeline: QuantizedPipeline, _par: &Parallelism) -> Result<QuantizedEngine> {
-        Ok(QuantizedEngine {
-            pipeline,
-            logits: Vec::new(),
-        })
+    /// Compiles the fast plan for `isa` (`None`: the best this CPU has,
+    /// lowered by `MOBILENET_ISA`), falling back to the reference
+    /// executor for graphs the plan does not cover.
+    pub fn new(
+        pipeline: QuantizedPipeline,
+        isa: Option<IntIsa>,
+        par: &Parallelism,
+    ) -> Result<QuantizedEngine> {
+        let options = QuantizedPlanOptions {
+            isa,
+            ..Default::default()
+        };
+        let backend = match QuantizedPlan::compile(&pipeline, &options) {
+            Ok(plan) => {
+                let workspace = Box::new(QuantizedWorkspace::new(&plan, par));
+                Backend::Plan {
+                    plan: Box::new(plan),
+                    workspace,
+                }
+            }
+            // An ISA this CPU lacks is the caller's error, not a reason
+            // to fall back.
+            Err(e) if isa.is_some_and(|i| !i.is_supported()) => return Err(e),
+            Err(_) => Backend::Reference { logits: Vec::new() },
+        };
+        Ok(QuantizedEngine { pipeline, backend })
     }
 
     /// Input bytes per image.
@@ -190,28 +232,43 @@ impl QuantizedEngine {
         self.pipeline.logits()
     }
 
-    /// The instruction set the executor uses.
+    /// The instruction set of the fast plan, or `reference`.
     pub fn isa(&self) -> &'static str {
-        "reference"
+        match &self.backend {
+            Backend::Plan { plan, .. } => plan.isa().name(),
+            Backend::Reference { .. } => "reference",
+        }
     }
 
-    /// The ops in execution order.
+    /// The steps in execution order.
     pub fn steps(&self) -> Vec<QuantStep> {
-        self.pipeline
-            .stages()
-            .iter()
-            .flat_map(|stage| {
-                stage
-                    .ops()
-                    .zip(stage.mult_adds())
-                    .map(|((kind, spec), mult_adds)| QuantStep {
-                        name: spec.name.clone(),
-                        kind,
-                        output: spec.shape.get(1..).unwrap_or_default().to_vec(),
-                        mult_adds,
-                    })
-            })
-            .collect()
+        match &self.backend {
+            Backend::Plan { plan, .. } => plan
+                .steps()
+                .map(|step| QuantStep {
+                    name: step.name.clone(),
+                    kind: step.kind,
+                    output: step.shape.get(1..).unwrap_or_default().to_vec(),
+                    mult_adds: step.mult_adds,
+                })
+                .collect(),
+            Backend::Reference { .. } => self
+                .pipeline
+                .stages()
+                .iter()
+                .flat_map(|stage| {
+                    stage
+                        .ops()
+                        .zip(stage.mult_adds())
+                        .map(|((kind, spec), mult_adds)| QuantStep {
+                            name: spec.name.clone(),
+                            kind,
+                            output: spec.shape.get(1..).unwrap_or_default().to_vec(),
+                            mult_adds,
+                        })
+                })
+                .collect(),
+        }
     }
 
     /// Multiply-adds per image.
@@ -232,43 +289,59 @@ impl QuantizedEngine {
         self.check(input, batch, output)?;
         let (in_len, out_len) = (self.input_len(), self.output_len());
         let pipeline = &self.pipeline;
-        let logits: Vec<Option<Vec<u8>>> = par.install(|| {
-            input
-                .par_chunks(in_len)
-                .zip(output.par_chunks_mut(out_len))
-                .map(|(image, out)| {
-                    let (probs, logits) = pipeline.run_with_logits(image)?;
-                    out.copy_from_slice(&probs.data);
-                    Ok(logits.map(|l| l.data))
-                })
-                .collect::<Result<_>>()
-        })?;
-        self.logits = logits.into_iter().flatten().flatten().collect();
-        Ok(())
+        match &mut self.backend {
+            Backend::Plan { plan, workspace } => plan.run(input, batch, output, workspace, par),
+            Backend::Reference { logits } => {
+                let rows: Vec<Option<Vec<u8>>> = par.install(|| {
+                    input
+                        .par_chunks(in_len)
+                        .zip(output.par_chunks_mut(out_len))
+                        .map(|(image, out)| {
+                            let (probs, logits) = pipeline.run_with_logits(image)?;
+                            out.copy_from_slice(&probs.data);
+                            Ok(logits.map(|l| l.data))
+                        })
+                        .collect::<Result<_>>()
+                })?;
+                *logits = rows.into_iter().flatten().flatten().collect();
+                Ok(())
+            }
+        }
     }
 
-    /// Like [`QuantizedEngine::run`], one image after the other, adding
-    /// each step's time to `times` (one entry per step).
+    /// Like [`QuantizedEngine::run`], adding each step's time to `times`
+    /// (one entry per step of [`QuantizedEngine::steps`]).
     pub fn run_profiled(
         &mut self,
         input: &[u8],
         batch: usize,
         output: &mut [u8],
+        par: &Parallelism,
         times: &mut [Duration],
     ) -> Result<()> {
         self.check(input, batch, output)?;
         let (in_len, out_len) = (self.input_len(), self.output_len());
-        for (image, out) in input.chunks(in_len).zip(output.chunks_mut(out_len)) {
-            let probs = self.pipeline.run_profiled(image, times)?;
-            out.copy_from_slice(&probs.data);
+        match &mut self.backend {
+            Backend::Plan { plan, workspace } => {
+                plan.run_profiled(input, batch, output, workspace, par, times)
+            }
+            Backend::Reference { .. } => {
+                for (image, out) in input.chunks(in_len).zip(output.chunks_mut(out_len)) {
+                    let probs = self.pipeline.run_profiled(image, times)?;
+                    out.copy_from_slice(&probs.data);
+                }
+                Ok(())
+            }
         }
-        Ok(())
     }
 
     /// The pre-softmax codes of the last [`QuantizedEngine::run`], one row
     /// per image.
     pub fn logits(&self) -> &[u8] {
-        &self.logits
+        match &self.backend {
+            Backend::Plan { workspace, .. } => workspace.logits(),
+            Backend::Reference { logits } => logits,
+        }
     }
 
     fn check(&self, input: &[u8], batch: usize, output: &[u8]) -> Result<()> {
