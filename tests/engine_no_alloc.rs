@@ -2,34 +2,13 @@
 //! allocation during runs once the workspace exists and the thread pool has
 //! warmed up.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
+#[path = "common/counting_alloc.rs"]
+mod counting_alloc;
+
+use counting_alloc::{Counting, allocations};
 
 use mobilenet::engine::{Parallelism, Plan, PlanOptions, Workspace};
 use mobilenet::model::{MobileNet, MobileNetConfig};
-
-struct Counting;
-
-static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: forwards every call to the system allocator unchanged; only
-// counts.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::SeqCst);
-        // SAFETY: same contract as our caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as our caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::SeqCst);
-        // SAFETY: same contract as our caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
@@ -54,11 +33,11 @@ fn run_allocates_nothing() {
             for _ in 0..3 {
                 plan.run(&input, batch, &mut logits, &mut ws, &par).unwrap();
             }
-            let before = ALLOCATIONS.load(Ordering::SeqCst);
+            let before = allocations();
             for _ in 0..10 {
                 plan.run(&input, batch, &mut logits, &mut ws, &par).unwrap();
             }
-            let during = ALLOCATIONS.load(Ordering::SeqCst) - before;
+            let during = allocations() - before;
             assert_eq!(
                 during, 0,
                 "threads {threads} batch {batch}: {during} allocations"

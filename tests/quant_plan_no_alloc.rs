@@ -1,38 +1,17 @@
 //! `QuantizedPlan::run` allocates nothing once its workspace exists and the
 //! thread pool has warmed up.
 
-mod common;
+#[path = "common/counting_alloc.rs"]
+mod counting_alloc;
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use counting_alloc::{Counting, allocations};
+
+mod common;
 
 use mobilenet::engine::Parallelism;
 use mobilenet::kernels::int8::IntIsa;
 use mobilenet::quant::plan::{QuantizedPlan, QuantizedPlanOptions, QuantizedWorkspace};
 use mobilenet::quant::{QuantizedPipeline, QuantizedTflite};
-
-struct Counting;
-
-static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: forwards every call to the system allocator unchanged; only
-// counts.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::SeqCst);
-        // SAFETY: same contract as our caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as our caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::SeqCst);
-        // SAFETY: same contract as our caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
@@ -60,11 +39,11 @@ fn quantized_run_allocates_nothing() {
                 for _ in 0..3 {
                     plan.run(&input, batch, &mut out, &mut ws, &par).unwrap();
                 }
-                let before = ALLOCATIONS.load(Ordering::SeqCst);
+                let before = allocations();
                 for _ in 0..5 {
                     plan.run(&input, batch, &mut out, &mut ws, &par).unwrap();
                 }
-                let during = ALLOCATIONS.load(Ordering::SeqCst) - before;
+                let during = allocations() - before;
                 assert_eq!(
                     during, 0,
                     "{isa} threads {threads} batch {batch}: {during} allocations"
