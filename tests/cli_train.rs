@@ -25,20 +25,7 @@ fn path(p: &Path) -> &str {
 }
 
 fn temp_dir(name: &str) -> PathBuf {
-    let dir =
-        std::env::temp_dir().join(format!("mobilenet-cli-train-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn idx(dims: &[u32], payload: &[u8]) -> Vec<u8> {
-    let mut out = vec![0, 0, 0x08, dims.len() as u8];
-    for d in dims {
-        out.extend(d.to_be_bytes());
-    }
-    out.extend(payload);
-    out
+    common::temp_dir("cli-train", name)
 }
 
 /// An MNIST-style folder: `n` train and `n / 2` test images of 16x16 in
@@ -65,8 +52,8 @@ fn idx_folder(name: &str, n: usize, classes: u8, bad_label: bool) -> PathBuf {
         if bad_label {
             labels[1] = 200;
         }
-        let images = idx(&[count as u32, 16, 16], &pixels);
-        let labels = idx(&[count as u32], &labels);
+        let images = common::idx(&[count as u32, 16, 16], &pixels);
+        let labels = common::idx(&[count as u32], &labels);
         std::fs::write(dir.join(format!("{prefix}-images-idx3-ubyte")), images).unwrap();
         std::fs::write(dir.join(format!("{prefix}-labels-idx1-ubyte")), labels).unwrap();
     }

@@ -488,19 +488,7 @@ fn text(bytes: &[u8]) -> String {
 }
 
 fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("mobilenet-ptq-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn idx(dims: &[u32], payload: &[u8]) -> Vec<u8> {
-    let mut out = vec![0, 0, 0x08, dims.len() as u8];
-    for d in dims {
-        out.extend(d.to_be_bytes());
-    }
-    out.extend(payload);
-    out
+    common::temp_dir("ptq", name)
 }
 
 /// An MNIST-style folder of 16x16 images in 10 classes.
@@ -519,12 +507,12 @@ fn idx_folder(dir: &Path) {
         }
         std::fs::write(
             dir.join(format!("{prefix}-images-idx3-ubyte")),
-            idx(&[count as u32, 16, 16], &pixels),
+            common::idx(&[count as u32, 16, 16], &pixels),
         )
         .unwrap();
         std::fs::write(
             dir.join(format!("{prefix}-labels-idx1-ubyte")),
-            idx(&[count as u32], &labels),
+            common::idx(&[count as u32], &labels),
         )
         .unwrap();
     }

@@ -38,3 +38,23 @@ pub fn shared_dir(test: &str) -> Option<PathBuf> {
     eprintln!("SKIPPED {test}: no shared data folder at {}", dir.display());
     None
 }
+
+/// A fresh, empty folder under the system's temp dir, unique to this test
+/// process: `mobilenet-{prefix}-{pid}-{name}`.
+pub fn temp_dir(prefix: &str, name: &str) -> PathBuf {
+    let dir =
+        std::env::temp_dir().join(format!("mobilenet-{prefix}-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// An uncompressed IDX file of unsigned bytes with dimensions `dims`.
+pub fn idx(dims: &[u32], payload: &[u8]) -> Vec<u8> {
+    let mut out = vec![0, 0, 0x08, dims.len() as u8];
+    for d in dims {
+        out.extend(d.to_be_bytes());
+    }
+    out.extend(payload);
+    out
+}
