@@ -261,6 +261,66 @@ proptest! {
         }
     }
 
+    /// Per-channel multipliers in the depthwise kernel: the SIMD paths lay
+    /// the epilogue out in their own lane order, so each channel must still
+    /// meet its own multiplier (checked against the formula directly).
+    #[test]
+    fn depthwise_per_channel_multipliers(
+        seed in any::<u64>(),
+        h in 1..9usize,
+        w in 1..9usize,
+        c in channels(),
+        stride in 1..3usize,
+        pad in 0..2usize,
+        zx in zero_point(),
+        zw in zero_point(),
+        zo in zero_point(),
+    ) {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let weights = bytes(&mut rng, 9 * c);
+        let bias = biases(&mut rng, c);
+        let input = bytes(&mut rng, h * w * c);
+        let mults: Vec<i32> = (0..c).map(|_| rng.random_range(1 << 30..i32::MAX)).collect();
+        let shifts: Vec<i32> = (0..c).map(|_| rng.random_range(-14..1)).collect();
+        // Images smaller than the filter need padding to have an output.
+        let pad = if h.min(w) < 3 { 1 } else { pad };
+        let out_dim = |d: usize| (d + 2 * pad).checked_sub(3).map(|r| r / stride + 1);
+        let (Some(oh), Some(ow)) = (out_dim(h), out_dim(w)) else {
+            return Err(TestCaseError::reject("no output"));
+        };
+        let mut want = vec![0u8; oh * ow * c];
+        for (p, px) in want.chunks_exact_mut(c).enumerate() {
+            let (oy, ox) = (p / ow, p % ow);
+            for (ch, code) in px.iter_mut().enumerate() {
+                let mut acc = bias[ch];
+                for t in 0..9 {
+                    let iy = (oy * stride + t / 3).checked_sub(pad).filter(|&y| y < h);
+                    let ix = (ox * stride + t % 3).checked_sub(pad).filter(|&x| x < w);
+                    if let (Some(iy), Some(ix)) = (iy, ix) {
+                        let x = i32::from(input[(iy * w + ix) * c + ch]) - zx;
+                        acc += x * (i32::from(weights[t * c + ch]) - zw);
+                    }
+                }
+                let v = multiply_by_quantized_multiplier(acc, mults[ch], shifts[ch]) + zo;
+                *code = v.clamp(0, 255) as u8;
+            }
+        }
+        let geom = DepthwiseGeometry {
+            input: [h, w],
+            output: [oh, ow],
+            stride: [stride, stride],
+            pad: [pad, pad],
+            channels: c,
+        };
+        for isa in isas() {
+            let quant = OutputQuant::new(&mults, &shifts, zo, 0, 255).unwrap();
+            let kernel = PackedDepthwise3x3::new(isa, &weights, c, zw, zx, &bias, quant).unwrap();
+            let mut got = vec![0u8; oh * ow * c];
+            kernel.run(&geom, &input, 0..oh, &mut got).unwrap();
+            prop_assert_eq!(&got, &want, "{}", isa);
+        }
+    }
+
     /// im2col followed by the GEMM equals the reference full conv, for any
     /// filter size, stride, dilation and padding (the stem among them).
     #[test]
@@ -364,6 +424,23 @@ proptest! {
         let mut got = vec![0u8; oh * ow * c];
         average_pool(&geom, &input, lo as u8, hi as u8, &mut got).unwrap();
         prop_assert_eq!(got, want);
+    }
+}
+
+/// Shrunk from a proptest failure: the vector epilogues pack to 16 bits
+/// with saturation, yet a rescaled value near `i32::MAX` plus the zero
+/// point must wrap to a negative value as in the scalar form.
+#[test]
+fn requantize_zero_point_wraps_like_the_scalar_form() {
+    let n = 33;
+    let q = OutputQuant::new(&vec![i32::MAX; n], &vec![0; n], 128, 0, 1).unwrap();
+    let acc = vec![i32::MAX; n];
+    let want: Vec<u8> = (0..n).map(|c| q.apply(acc[c], c)).collect();
+    assert_eq!(want, vec![0; n]);
+    for isa in isas() {
+        let mut got = vec![9u8; n];
+        q.apply_row(isa, &acc, &mut got).unwrap();
+        assert_eq!(got, want, "{isa}");
     }
 }
 

@@ -7,6 +7,17 @@
 //! per-channel constant. The SIMD paths multiply with `vpmaddwd`: an `i32`
 //! lane holding a zero-extended `x` times a lane holding `w - zw` in its
 //! low half is exactly `x (w - zw)`.
+//!
+//! The SIMD paths go further and pair taps: zero-extend the channels of
+//! taps `t` and `t + 1` to 16 bits, interleave them with `unpack{lo,hi}`,
+//! and one `vpmaddwd` against the interleaved `(w_t, w_{t+1})` adds both
+//! products to an `i32` lane, so nine taps take five multiplies. The
+//! interleave permutes channels within each 128-bit lane; the weights, bias
+//! and requantization parameters are packed in that same order, and
+//! `packs_epi32` of the two halves restores the natural order before the
+//! store. Channel blocks are the outer loop so a block's weights and
+//! epilogue stay in registers over every pixel, and interior pixels find
+//! their taps by adding fixed offsets to one pointer.
 
 use std::ops::Range;
 
@@ -76,6 +87,72 @@ pub struct PackedDepthwise3x3 {
     /// The input zero point for every channel: what outside taps read.
     pad_row: Vec<u8>,
     quant: OutputQuant,
+    /// The SIMD paths' blocks of [`Lanes::BLOCK_VECTORS`] vectors each, in
+    /// their lane order (empty for the portable path).
+    blocks: Vec<i32>,
+}
+
+/// The lane order of the paired-tap SIMD layout for vectors of `LANES128`
+/// 128-bit lanes: a block of `8 * LANES128` channels is two halves of
+/// `4 * LANES128` `i32` lanes; lane `j` of half `h` holds channel
+/// `8 (j / 4) + 4 h + j % 4` (what `unpack{lo,hi}_epi16` of zero-extended
+/// channels yields).
+struct Lanes<const LANES128: usize>;
+
+impl<const LANES128: usize> Lanes<LANES128> {
+    /// Channels per block.
+    const BLOCK: usize = 8 * LANES128;
+    /// `i32` lanes per vector.
+    const WIDTH: usize = 4 * LANES128;
+    /// Vectors per packed block: 5 tap pairs, bias, multiplier, left and
+    /// right shifts, each as two halves.
+    const BLOCK_VECTORS: usize = 2 * 9;
+
+    /// The channel (within its block) of lane `j` of half `h`.
+    fn channel(h: usize, j: usize) -> usize {
+        8 * (j / 4) + 4 * h + j % 4
+    }
+
+    /// Packs every block: vector `2 p + h` is tap pair `p` (taps `2p` and
+    /// `2p + 1`, the tenth tap zero), then bias, multiplier, left and right
+    /// shifts. Padded channels get zero weights and repeat the epilogue of
+    /// the last channel.
+    fn pack(taps: &[i32], padded: usize, col: &[i32], quant: &OutputQuant) -> Vec<i32> {
+        let channels = quant.channels();
+        let blocks = channels.div_ceil(Self::BLOCK);
+        let mut out = vec![0i32; blocks * Self::BLOCK_VECTORS * Self::WIDTH];
+        for (b, block) in out
+            .chunks_exact_mut(Self::BLOCK_VECTORS * Self::WIDTH)
+            .enumerate()
+        {
+            for (v, vector) in block.chunks_exact_mut(Self::WIDTH).enumerate() {
+                let h = v % 2;
+                for (j, lane) in vector.iter_mut().enumerate() {
+                    let c = b * Self::BLOCK + Self::channel(h, j);
+                    let real = c.min(channels - 1);
+                    let tap = |t: usize| {
+                        if t < 9 && c < channels {
+                            taps[t * padded + c]
+                        } else {
+                            0
+                        }
+                    };
+                    *lane = match v / 2 {
+                        p @ 0..=4 => tap(2 * p) | tap(2 * p + 1) << 16,
+                        5 => {
+                            if c < channels {
+                                col[c]
+                            } else {
+                                0
+                            }
+                        }
+                        k => quant.channel_params(real)[k - 6],
+                    };
+                }
+            }
+        }
+        out
+    }
 }
 
 impl PackedDepthwise3x3 {
@@ -132,6 +209,11 @@ impl PackedDepthwise3x3 {
         for (c, &b) in col.iter_mut().zip(bias) {
             *c = c.wrapping_add(b);
         }
+        let blocks = match isa {
+            IntIsa::Avx512Vnni => Lanes::<4>::pack(&taps, padded, &col, &quant),
+            IntIsa::Avx2 => Lanes::<2>::pack(&taps, padded, &col, &quant),
+            IntIsa::Portable => Vec::new(),
+        };
         Ok(PackedDepthwise3x3 {
             isa,
             channels,
@@ -140,6 +222,7 @@ impl PackedDepthwise3x3 {
             col,
             pad_row: vec![input_zero_point as u8; padded],
             quant,
+            blocks,
         })
     }
 
@@ -243,10 +326,56 @@ fn for_each_pixel(
     }
 }
 
+/// Calls `pixel(taps, at)` for every output pixel of `rows`: `taps` point
+/// at the nine input pixels' `channels` bytes (at `pad` for taps outside
+/// the image, which must hold as many), `at` counts the pixels of `rows`
+/// from 0. Interior pixels take fixed offsets from one pointer.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn for_each_pixel_ptr(
+    geom: &DepthwiseGeometry,
+    input: &[u8],
+    pad: &[u8],
+    rows: Range<usize>,
+    mut pixel: impl FnMut(&[*const u8; 9], usize),
+) {
+    let c = geom.channels;
+    let [h, w] = geom.input;
+    let [sh, sw] = geom.stride;
+    let [pt, pl] = geom.pad;
+    let rel: [usize; 9] = std::array::from_fn(|t| ((t / 3) * w + t % 3) * c);
+    let at_pixel = |iy: usize, ix: usize| input.as_ptr().wrapping_add((iy * w + ix) * c);
+    let mut at = 0;
+    for oy in rows {
+        let top = (oy * sh).checked_sub(pt).filter(|&y| y + 3 <= h);
+        for ox in 0..geom.output[1] {
+            let left = (ox * sw).checked_sub(pl).filter(|&x| x + 3 <= w);
+            let taps = match (top, left) {
+                (Some(y), Some(x)) => {
+                    let base = at_pixel(y, x);
+                    std::array::from_fn(|t| base.wrapping_add(rel[t]))
+                }
+                _ => std::array::from_fn(|t| {
+                    let iy = (oy * sh + t / 3).checked_sub(pt).filter(|&y| y < h);
+                    let ix = (ox * sw + t % 3).checked_sub(pl).filter(|&x| x < w);
+                    match (iy, ix) {
+                        (Some(iy), Some(ix)) => at_pixel(iy, ix),
+                        _ => pad.as_ptr(),
+                    }
+                }),
+            };
+            pixel(&taps, at);
+            at += 1;
+        }
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{DepthwiseGeometry, PackedDepthwise3x3, for_each_pixel};
-    use crate::kernels::int8::requant::x86::{requantize_avx2, requantize_avx512};
+    use super::{DepthwiseGeometry, Lanes, PackedDepthwise3x3, for_each_pixel, for_each_pixel_ptr};
+    use crate::kernels::int8::requant::x86::{
+        Lanes256, Lanes512, clamp_words_avx512, requantize_lanes_avx2, rescale_avx512, words_avx512,
+    };
     use std::arch::x86_64::*;
     use std::ops::Range;
 
@@ -260,33 +389,62 @@ mod x86 {
         rows: Range<usize>,
         output: &mut [u8],
     ) {
+        type L = Lanes<4>;
         let n = k.channels;
-        for_each_pixel(k, geom, input, rows, output, |taps, out| {
-            let mut c = 0;
-            while c < n {
-                let valid = (n - c).min(16);
-                let mask: __mmask16 = if valid == 16 { !0 } else { (1 << valid) - 1 };
-                // SAFETY: each tap slice and `out` hold `n` bytes and the
-                // loads and store are masked to `c .. c + valid <= n`;
-                // the packed arrays are padded to a multiple of 16.
+        let out = output.as_mut_ptr();
+        let block_len = L::BLOCK_VECTORS * L::WIDTH;
+        for (b, block) in k.blocks.chunks_exact(block_len).enumerate() {
+            let c0 = b * L::BLOCK;
+            let valid = (n - c0).min(L::BLOCK);
+            let mask: __mmask32 = if valid == L::BLOCK {
+                !0
+            } else {
+                (1 << valid) - 1
+            };
+            // SAFETY: `block` holds `BLOCK_VECTORS` vectors of 16 lanes.
+            let v =
+                |i: usize| unsafe { _mm512_loadu_si512(block.as_ptr().add(i * L::WIDTH).cast()) };
+            let weights: [__m512i; 10] = std::array::from_fn(v);
+            let col = [v(10), v(11)];
+            let lanes = [0, 1].map(|h| Lanes512::new(v(12 + h), v(14 + h), v(16 + h)));
+            for_each_pixel_ptr(geom, input, &k.pad_row, rows.clone(), |taps, at| {
+                // SAFETY: every tap points at `n` readable bytes and the
+                // loads are masked to channels `c0 .. c0 + valid <= n`;
+                // pixel `at` of `rows` owns `output[at n .. (at + 1) n]`
+                // (the caller checked `output` holds every pixel of `rows`)
+                // and the store is masked the same way.
                 unsafe {
-                    let mut acc = _mm512_loadu_si512(k.col.as_ptr().add(c).cast());
-                    for (t, x) in taps.iter().enumerate() {
-                        let xv = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(
-                            mask,
-                            x.as_ptr().add(c).cast(),
-                        ));
-                        let wv = _mm512_loadu_si512(k.taps.as_ptr().add(t * k.padded + c).cast());
-                        acc = _mm512_add_epi32(acc, _mm512_madd_epi16(xv, wv));
+                    let x = |t: usize| {
+                        _mm512_cvtepu8_epi16(_mm256_maskz_loadu_epi8(mask, taps[t].add(c0).cast()))
+                    };
+                    let (mut lo, mut hi) = (col[0], col[1]);
+                    for p in 0..5 {
+                        let a = x(2 * p);
+                        let b = if p < 4 {
+                            x(2 * p + 1)
+                        } else {
+                            _mm512_setzero_si512()
+                        };
+                        let pair_lo = _mm512_unpacklo_epi16(a, b);
+                        let pair_hi = _mm512_unpackhi_epi16(a, b);
+                        lo = _mm512_add_epi32(lo, _mm512_madd_epi16(pair_lo, weights[2 * p]));
+                        hi = _mm512_add_epi32(hi, _mm512_madd_epi16(pair_hi, weights[2 * p + 1]));
                     }
-                    let codes = _mm512_cvtepi32_epi8(requantize_avx512(&k.quant, c, acc));
-                    _mm_mask_storeu_epi8(out.as_mut_ptr().add(c).cast(), mask, codes);
+                    let lo = rescale_avx512(&k.quant, &lanes[0], lo);
+                    let hi = rescale_avx512(&k.quant, &lanes[1], hi);
+                    // `packs` restores channel order: lane k holds
+                    // channels 8k..8k+4 of `lo`, then 8k+4..8k+8 of `hi`.
+                    let words = clamp_words_avx512(&k.quant, words_avx512(lo, hi));
+                    let codes = _mm512_cvtepi16_epi8(words);
+                    _mm256_mask_storeu_epi8(out.add(at * n + c0).cast(), mask, codes);
                 }
-                c += 16;
-            }
-        });
+            });
+        }
     }
 
+    /// Whole blocks of 16 channels; the channels after the last whole
+    /// block take the portable path.
+    ///
     /// # Safety
     /// AVX2 available; lengths checked by the caller.
     #[target_feature(enable = "avx2")]
@@ -297,30 +455,51 @@ mod x86 {
         rows: Range<usize>,
         output: &mut [u8],
     ) {
+        type L = Lanes<2>;
         let n = k.channels;
-        for_each_pixel(k, geom, input, rows, output, |taps, out| {
-            let mut c = 0;
-            while c + 8 <= n {
-                // SAFETY: each tap slice and `out` hold `n >= c + 8`
-                // bytes; the packed arrays are padded past `c + 8`.
+        let whole = n / L::BLOCK;
+        let out = output.as_mut_ptr();
+        let block_len = L::BLOCK_VECTORS * L::WIDTH;
+        for (b, block) in k.blocks.chunks_exact(block_len).take(whole).enumerate() {
+            let c0 = b * L::BLOCK;
+            // SAFETY: `block` holds `BLOCK_VECTORS` vectors of 8 lanes.
+            let v =
+                |i: usize| unsafe { _mm256_loadu_si256(block.as_ptr().add(i * L::WIDTH).cast()) };
+            let lanes = [0, 1].map(|h| Lanes256::new(v(12 + h), v(14 + h), v(16 + h)));
+            for_each_pixel_ptr(geom, input, &k.pad_row, rows.clone(), |taps, at| {
+                // SAFETY: every tap points at `n >= c0 + 16` readable
+                // bytes; pixel `at` of `rows` owns `output[at n ..
+                // (at + 1) n]`, checked by the caller.
                 unsafe {
-                    let mut acc = _mm256_loadu_si256(k.col.as_ptr().add(c).cast());
-                    for (t, x) in taps.iter().enumerate() {
-                        let xv = _mm256_cvtepu8_epi32(_mm_loadl_epi64(x.as_ptr().add(c).cast()));
-                        let wv = _mm256_loadu_si256(k.taps.as_ptr().add(t * k.padded + c).cast());
-                        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(xv, wv));
+                    let x =
+                        |t: usize| _mm256_cvtepu8_epi16(_mm_loadu_si128(taps[t].add(c0).cast()));
+                    let (mut lo, mut hi) = (v(10), v(11));
+                    for p in 0..5 {
+                        let a = x(2 * p);
+                        let b = if p < 4 {
+                            x(2 * p + 1)
+                        } else {
+                            _mm256_setzero_si256()
+                        };
+                        let pair_lo = _mm256_unpacklo_epi16(a, b);
+                        let pair_hi = _mm256_unpackhi_epi16(a, b);
+                        lo = _mm256_add_epi32(lo, _mm256_madd_epi16(pair_lo, v(2 * p)));
+                        hi = _mm256_add_epi32(hi, _mm256_madd_epi16(pair_hi, v(2 * p + 1)));
                     }
-                    let codes = requantize_avx2(&k.quant, c, acc);
-                    let words = _mm256_packs_epi32(codes, codes);
-                    let bytes = _mm256_packus_epi16(words, words);
-                    let lo = _mm256_cvtsi256_si32(bytes) as u32;
-                    let hi = _mm256_extract_epi32(bytes, 4) as u32;
-                    out[c..c + 8]
-                        .copy_from_slice(&(u64::from(hi) << 32 | u64::from(lo)).to_le_bytes());
+                    let lo = requantize_lanes_avx2(&k.quant, &lanes[0], lo);
+                    let hi = requantize_lanes_avx2(&k.quant, &lanes[1], hi);
+                    // Words in channel order per 128-bit lane, then bytes;
+                    // quadwords 0 and 2 hold channels 0..8 and 8..16.
+                    let words = _mm256_packs_epi32(lo, hi);
+                    let bytes = _mm256_permute4x64_epi64(_mm256_packus_epi16(words, words), 0b1000);
+                    _mm_storeu_si128(out.add(at * n + c0).cast(), _mm256_castsi256_si128(bytes));
                 }
-                c += 8;
-            }
-            k.pixel_portable(taps, c, out);
-        });
+            });
+        }
+        if whole * L::BLOCK < n {
+            for_each_pixel(k, geom, input, rows, output, |taps, out| {
+                k.pixel_portable(taps, whole * L::BLOCK, out)
+            });
+        }
     }
 }

@@ -210,7 +210,9 @@ impl PackedGemm {
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use super::{MC_MAX, MR, PackedGemm};
-    use crate::kernels::int8::requant::x86::{requantize_avx2, requantize_avx512};
+    use crate::kernels::int8::requant::x86::{
+        Lanes256, Lanes512, codes_avx512, requantize_lanes_avx2, rescale_avx512,
+    };
     use std::arch::x86_64::*;
 
     /// Calls `$tile::<mr, nb>` for runtime `mr` in `1..=4`, `nb` in `1..=$max`.
@@ -326,19 +328,24 @@ mod x86 {
                     }
                 }
             }
-            for b in 0..NB {
-                let c = (b0 + b) * 16;
-                let col = _mm512_loadu_si512(g.col.as_ptr().add(c).cast());
-                let valid = (n - c).min(16);
-                let mask: __mmask16 = if valid == 16 { !0 } else { (1 << valid) - 1 };
-                for (i, row) in acc.iter().enumerate() {
-                    let v = _mm512_add_epi32(
-                        _mm512_add_epi32(row[b], col),
-                        _mm512_set1_epi32(row_terms[i]),
-                    );
-                    let codes = _mm512_cvtepi32_epi8(requantize_avx512(&g.quant, c, v));
-                    _mm_mask_storeu_epi8(out.add(i * n + c).cast(), mask, codes);
+            // Bias and row terms, rescaling per vector, then one store of
+            // up to 64 codes per row.
+            let c0 = b0 * 16;
+            let valid = (n - c0).min(NB * 16);
+            let mask: __mmask64 = if valid == 64 { !0 } else { (1 << valid) - 1 };
+            let cols: [__m512i; NB] =
+                std::array::from_fn(|b| _mm512_loadu_si512(g.col.as_ptr().add(c0 + b * 16).cast()));
+            let lanes: [Lanes512; NB] =
+                std::array::from_fn(|b| Lanes512::load(&g.quant, c0 + b * 16));
+            for (i, row) in acc.iter().enumerate() {
+                let term = _mm512_set1_epi32(row_terms[i]);
+                let mut rescaled = [_mm512_setzero_si512(); 4];
+                for b in 0..NB {
+                    let v = _mm512_add_epi32(_mm512_add_epi32(row[b], cols[b]), term);
+                    rescaled[b] = rescale_avx512(&g.quant, &lanes[b], v);
                 }
+                let codes = codes_avx512(&g.quant, rescaled);
+                _mm512_mask_storeu_epi8(out.add(i * n + c0).cast(), mask, codes);
             }
         }
     }
@@ -418,8 +425,10 @@ mod x86 {
                 }
                 let col = _mm256_loadu_si256(g.col.as_ptr().add(c).cast());
                 let valid = (n - c).min(8);
+                let lanes = Lanes256::load(&g.quant, c);
                 for (i, row) in acc.iter().enumerate() {
-                    let codes = requantize_avx2(&g.quant, c, _mm256_add_epi32(row[b], col));
+                    let codes =
+                        requantize_lanes_avx2(&g.quant, &lanes, _mm256_add_epi32(row[b], col));
                     let words = _mm256_packs_epi32(codes, codes);
                     let bytes = _mm256_packus_epi16(words, words);
                     let lo = _mm256_cvtsi256_si32(bytes) as u32;

@@ -57,6 +57,8 @@ pub fn im2col(
         || rows.end > geom.output[0]
         || geom.stride.contains(&0)
         || geom.dilation.contains(&0)
+        || geom.kernel.contains(&0)
+        || c == 0
     {
         return Err(Error::Shape(format!(
             "im2col {geom:?}: input of {} bytes, rows {rows:?} into {} bytes",
@@ -65,26 +67,34 @@ pub fn im2col(
         )));
     }
     let [kh, kw] = geom.kernel;
-    let mut dst = patches.chunks_exact_mut(c);
+    let [sh, sw] = geom.stride;
+    let [dh, dw] = geom.dilation;
+    let [pt, pl] = geom.pad;
+    // With no column dilation a patch row whose taps are all inside the
+    // image is `kw * c` contiguous input bytes: one copy instead of `kw`.
+    let span = kw * c;
+    let mut dst = patches.chunks_exact_mut(span);
     for oy in rows {
         for ox in 0..geom.output[1] {
+            let left = (ox * sw).checked_sub(pl).filter(|&x| x + (kw - 1) * dw < w);
             for ky in 0..kh {
-                let iy = (oy * geom.stride[0] + ky * geom.dilation[0])
-                    .checked_sub(geom.pad[0])
-                    .filter(|&y| y < h);
-                for kx in 0..kw {
-                    let ix = (ox * geom.stride[1] + kx * geom.dilation[1])
-                        .checked_sub(geom.pad[1])
-                        .filter(|&x| x < w);
-                    let Some(out) = dst.next() else {
-                        return Ok(());
-                    };
-                    match (iy, ix) {
-                        (Some(y), Some(x)) => {
-                            let at = (y * w + x) * c;
-                            out.copy_from_slice(&input[at..at + c]);
+                let Some(out) = dst.next() else {
+                    return Ok(());
+                };
+                let Some(y) = (oy * sh + ky * dh).checked_sub(pt).filter(|&y| y < h) else {
+                    out.fill(zero_point);
+                    continue;
+                };
+                let row = &input[y * w * c..(y + 1) * w * c];
+                match left {
+                    Some(x) if dw == 1 => out.copy_from_slice(&row[x * c..x * c + span]),
+                    _ => {
+                        for (kx, tap) in out.chunks_exact_mut(c).enumerate() {
+                            match (ox * sw + kx * dw).checked_sub(pl).filter(|&x| x < w) {
+                                Some(x) => tap.copy_from_slice(&row[x * c..(x + 1) * c]),
+                                None => tap.fill(zero_point),
+                            }
                         }
-                        _ => out.fill(zero_point),
                     }
                 }
             }

@@ -29,6 +29,9 @@ pub struct OutputQuant {
     zero_point: i32,
     min: i32,
     max: i32,
+    /// Whether some multiplier is `i32::MIN`, the one value whose high
+    /// multiply can saturate (TFLite's multipliers never are).
+    saturates: bool,
 }
 
 impl OutputQuant {
@@ -78,6 +81,7 @@ impl OutputQuant {
             zero_point,
             min,
             max,
+            saturates: multipliers.contains(&i32::MIN),
         })
     }
 
@@ -102,6 +106,12 @@ impl OutputQuant {
     /// Output channels.
     pub fn channels(&self) -> usize {
         self.channels
+    }
+
+    /// Channel `c`'s `(multiplier, left shift, right shift)`, for kernels
+    /// that lay the epilogue out in their own lane order.
+    pub(crate) fn channel_params(&self, c: usize) -> [i32; 3] {
+        [self.multiplier[c], self.left[c], self.right[c]]
     }
 
     /// The code of accumulator `acc` of channel `c` (scalar reference).
@@ -135,20 +145,27 @@ impl OutputQuant {
         match isa {
             #[cfg(target_arch = "x86_64")]
             IntIsa::Avx512Vnni => {
+                // 64 channels at a time, as the GEMM epilogue stores them.
                 let mut c = 0;
                 while c < n {
-                    let take = (n - c).min(16);
-                    let mut lanes = [0i32; 16];
+                    let take = (n - c).min(64);
+                    let mut lanes = [0i32; 64];
                     lanes[..take].copy_from_slice(&acc[c..c + take]);
-                    let mut bytes = [0u8; 16];
-                    // SAFETY: AVX-512 F/BW checked above; `c + 16` is within
-                    // the padded per-channel arrays, `lanes` and `bytes`
-                    // hold 16 elements.
+                    let mut bytes = [0u8; 64];
+                    // SAFETY: AVX-512 F/BW checked above; `from + 16` is
+                    // within the padded per-channel arrays (vectors past
+                    // the last channel reuse channel `c`'s parameters);
+                    // `lanes` and `bytes` hold 64 elements.
                     unsafe {
                         use std::arch::x86_64::*;
-                        let v = _mm512_loadu_si512(lanes.as_ptr().cast());
-                        let r = x86::requantize_avx512(self, c, v);
-                        _mm_storeu_si128(bytes.as_mut_ptr().cast(), _mm512_cvtepi32_epi8(r));
+                        let rescaled: [__m512i; 4] = std::array::from_fn(|v| {
+                            let from = if c + 16 * v < n { c + 16 * v } else { c };
+                            let params = x86::Lanes512::load(self, from);
+                            let acc = _mm512_loadu_si512(lanes.as_ptr().add(16 * v).cast());
+                            x86::rescale_avx512(self, &params, acc)
+                        });
+                        let codes = x86::codes_avx512(self, rescaled);
+                        _mm512_storeu_si512(bytes.as_mut_ptr().cast(), codes);
                     }
                     out[c..c + take].copy_from_slice(&bytes[..take]);
                     c += take;
@@ -223,50 +240,126 @@ pub(crate) mod x86 {
     use super::OutputQuant;
     use std::arch::x86_64::*;
 
-    /// Codes (as i32 lanes, already clamped) of 16 accumulators of
-    /// channels `c..c + 16`.
-    ///
-    /// # Safety
-    /// AVX-512F must be available and `c + 16` within the padded arrays.
+    /// One vector's per-lane requantization parameters, with the rounding
+    /// shift's mask and half precomputed: kernels keep them in registers
+    /// across a tile's rows or a depthwise block's pixels.
+    #[derive(Clone, Copy)]
+    pub(crate) struct Lanes512 {
+        multiplier: __m512i,
+        /// The odd lanes' multipliers moved to the even lanes.
+        multiplier_odd: __m512i,
+        left: __m512i,
+        right: __m512i,
+        /// `2^right - 1`.
+        mask: __m512i,
+        /// `mask / 2`.
+        half: __m512i,
+    }
+
+    impl Lanes512 {
+        /// The parameters of channels `c..c + 16`.
+        ///
+        /// # Safety
+        /// AVX-512F must be available and `c + 16` within the padded arrays.
+        #[inline]
+        #[target_feature(enable = "avx512f")]
+        pub(crate) unsafe fn load(q: &OutputQuant, c: usize) -> Lanes512 {
+            debug_assert!(c + 16 <= q.multiplier.len());
+            // SAFETY: the caller guarantees `c + 16` is within the arrays.
+            unsafe {
+                Lanes512::new(
+                    _mm512_loadu_si512(q.multiplier.as_ptr().add(c).cast()),
+                    _mm512_loadu_si512(q.left.as_ptr().add(c).cast()),
+                    _mm512_loadu_si512(q.right.as_ptr().add(c).cast()),
+                )
+            }
+        }
+
+        /// From the lanes of [`OutputQuant::channel_params`], in any order.
+        #[inline]
+        #[target_feature(enable = "avx512f")]
+        pub(crate) fn new(multiplier: __m512i, left: __m512i, right: __m512i) -> Lanes512 {
+            let one = _mm512_set1_epi32(1);
+            let mask = _mm512_sub_epi32(_mm512_sllv_epi32(one, right), one);
+            Lanes512 {
+                multiplier,
+                multiplier_odd: _mm512_srli_epi64(multiplier, 32),
+                left,
+                right,
+                mask,
+                half: _mm512_srai_epi32(mask, 1),
+            }
+        }
+    }
+
+    /// `MultiplyByQuantizedMultiplier` of 16 accumulators with per-lane
+    /// parameters `lanes`, plus the zero point (wrapping, as the scalar
+    /// form): the value before the clamp, which [`codes_avx512`] or
+    /// [`clamp_words_avx512`] apply.
     #[inline]
     #[target_feature(enable = "avx512f")]
-    pub(crate) unsafe fn requantize_avx512(q: &OutputQuant, c: usize, acc: __m512i) -> __m512i {
-        debug_assert!(c + 16 <= q.multiplier.len());
-        // SAFETY: the caller guarantees `c + 16` is within the arrays.
-        let (m, left, right) = unsafe {
-            (
-                _mm512_loadu_si512(q.multiplier.as_ptr().add(c).cast()),
-                _mm512_loadu_si512(q.left.as_ptr().add(c).cast()),
-                _mm512_loadu_si512(q.right.as_ptr().add(c).cast()),
-            )
-        };
-        let x = _mm512_sllv_epi32(acc, left);
+    pub(crate) fn rescale_avx512(q: &OutputQuant, lanes: &Lanes512, acc: __m512i) -> __m512i {
+        let m = lanes.multiplier;
+        let x = _mm512_sllv_epi32(acc, lanes.left);
         let half = _mm512_set1_epi64(1 << 30);
         let even = _mm512_add_epi64(_mm512_mul_epi32(x, m), half);
         let odd = _mm512_add_epi64(
-            _mm512_mul_epi32(_mm512_srli_epi64(x, 32), _mm512_srli_epi64(m, 32)),
+            _mm512_mul_epi32(_mm512_srli_epi64(x, 32), lanes.multiplier_odd),
             half,
         );
         // Bits 31..62 of each product into its 32-bit lane.
-        let high = _mm512_mask_blend_epi32(
+        let mut high = _mm512_mask_blend_epi32(
             0xAAAA,
             _mm512_srli_epi64(even, 31),
             _mm512_slli_epi64(odd, 1),
         );
-        let min = _mm512_set1_epi32(i32::MIN);
-        let saturate = _mm512_cmpeq_epi32_mask(x, min) & _mm512_cmpeq_epi32_mask(m, min);
-        let high = _mm512_mask_mov_epi32(high, saturate, _mm512_set1_epi32(i32::MAX));
-        let one = _mm512_set1_epi32(1);
-        let mask = _mm512_sub_epi32(_mm512_sllv_epi32(one, right), one);
-        let remainder = _mm512_and_si512(high, mask);
-        let threshold = _mm512_add_epi32(_mm512_srai_epi32(mask, 1), _mm512_srli_epi32(high, 31));
+        if q.saturates {
+            let min = _mm512_set1_epi32(i32::MIN);
+            let saturate = _mm512_cmpeq_epi32_mask(x, min) & _mm512_cmpeq_epi32_mask(m, min);
+            high = _mm512_mask_mov_epi32(high, saturate, _mm512_set1_epi32(i32::MAX));
+        }
+        let remainder = _mm512_and_si512(high, lanes.mask);
+        let threshold = _mm512_add_epi32(lanes.half, _mm512_srli_epi32(high, 31));
         let up = _mm512_cmpgt_epi32_mask(remainder, threshold);
-        let shifted = _mm512_srav_epi32(high, right);
-        let rounded = _mm512_mask_add_epi32(shifted, up, shifted, one);
-        let v = _mm512_add_epi32(rounded, _mm512_set1_epi32(q.zero_point));
-        _mm512_min_epi32(
-            _mm512_max_epi32(v, _mm512_set1_epi32(q.min)),
-            _mm512_set1_epi32(q.max),
+        let shifted = _mm512_srav_epi32(high, lanes.right);
+        let rounded = _mm512_mask_add_epi32(shifted, up, shifted, _mm512_set1_epi32(1));
+        _mm512_add_epi32(rounded, _mm512_set1_epi32(q.zero_point))
+    }
+
+    /// Two rescaled vectors as 16-bit lanes, four of `a` then four of `b`
+    /// in each 128-bit lane (`packs_epi32` order). Saturating to 16 bits
+    /// keeps every value's final clamp, which lies within `[0, 255]`.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub(crate) fn words_avx512(a: __m512i, b: __m512i) -> __m512i {
+        _mm512_packs_epi32(a, b)
+    }
+
+    /// [`words_avx512`] clamped to the output range.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub(crate) fn clamp_words_avx512(q: &OutputQuant, words: __m512i) -> __m512i {
+        _mm512_min_epi16(
+            _mm512_max_epi16(words, _mm512_set1_epi16(q.min as i16)),
+            _mm512_set1_epi16(q.max as i16),
+        )
+    }
+
+    /// The 64 codes of four rescaled vectors, in order: one pack to words,
+    /// one to bytes, one permute back from the packs' lane interleave and
+    /// a byte clamp, instead of a clamp and narrowing per vector.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub(crate) fn codes_avx512(q: &OutputQuant, rescaled: [__m512i; 4]) -> __m512i {
+        let [a, b, c, d] = rescaled;
+        // 128-bit lane `k` now holds dwords `a_k, b_k, c_k, d_k`; output
+        // dword `i` is vector `i / 4`'s lane `k = i % 4`.
+        let bytes = _mm512_packus_epi16(words_avx512(a, b), words_avx512(c, d));
+        let order = _mm512_set_epi32(15, 11, 7, 3, 14, 10, 6, 2, 13, 9, 5, 1, 12, 8, 4, 0);
+        let ordered = _mm512_permutexvar_epi32(order, bytes);
+        _mm512_min_epu8(
+            _mm512_max_epu8(ordered, _mm512_set1_epi8(q.min as i8)),
+            _mm512_set1_epi8(q.max as i8),
         )
     }
 
@@ -278,37 +371,87 @@ pub(crate) mod x86 {
     #[inline]
     #[target_feature(enable = "avx2")]
     pub(crate) unsafe fn requantize_avx2(q: &OutputQuant, c: usize, acc: __m256i) -> __m256i {
-        debug_assert!(c + 8 <= q.multiplier.len());
-        // SAFETY: the caller guarantees `c + 8` is within the arrays.
-        let (m, left, right) = unsafe {
-            (
-                _mm256_loadu_si256(q.multiplier.as_ptr().add(c).cast()),
-                _mm256_loadu_si256(q.left.as_ptr().add(c).cast()),
-                _mm256_loadu_si256(q.right.as_ptr().add(c).cast()),
-            )
-        };
-        let x = _mm256_sllv_epi32(acc, left);
+        // SAFETY: the caller's guarantee.
+        let lanes = unsafe { Lanes256::load(q, c) };
+        requantize_lanes_avx2(q, &lanes, acc)
+    }
+
+    /// [`Lanes512`] for 8 lanes.
+    #[derive(Clone, Copy)]
+    pub(crate) struct Lanes256 {
+        multiplier: __m256i,
+        left: __m256i,
+        right: __m256i,
+        mask: __m256i,
+        half: __m256i,
+    }
+
+    impl Lanes256 {
+        /// The parameters of channels `c..c + 8`.
+        ///
+        /// # Safety
+        /// AVX2 must be available and `c + 8` within the padded arrays.
+        #[inline]
+        #[target_feature(enable = "avx2")]
+        pub(crate) unsafe fn load(q: &OutputQuant, c: usize) -> Lanes256 {
+            debug_assert!(c + 8 <= q.multiplier.len());
+            // SAFETY: the caller guarantees `c + 8` is within the arrays.
+            unsafe {
+                Lanes256::new(
+                    _mm256_loadu_si256(q.multiplier.as_ptr().add(c).cast()),
+                    _mm256_loadu_si256(q.left.as_ptr().add(c).cast()),
+                    _mm256_loadu_si256(q.right.as_ptr().add(c).cast()),
+                )
+            }
+        }
+
+        /// [`Lanes512::new`] for 8 lanes.
+        #[inline]
+        #[target_feature(enable = "avx2")]
+        pub(crate) fn new(multiplier: __m256i, left: __m256i, right: __m256i) -> Lanes256 {
+            let one = _mm256_set1_epi32(1);
+            let mask = _mm256_sub_epi32(_mm256_sllv_epi32(one, right), one);
+            Lanes256 {
+                multiplier,
+                left,
+                right,
+                mask,
+                half: _mm256_srai_epi32(mask, 1),
+            }
+        }
+    }
+
+    /// [`requantize_lanes_avx512`] on 8 lanes.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    pub(crate) fn requantize_lanes_avx2(
+        q: &OutputQuant,
+        lanes: &Lanes256,
+        acc: __m256i,
+    ) -> __m256i {
+        let m = lanes.multiplier;
+        let x = _mm256_sllv_epi32(acc, lanes.left);
         let half = _mm256_set1_epi64x(1 << 30);
         let even = _mm256_add_epi64(_mm256_mul_epi32(x, m), half);
         let odd = _mm256_add_epi64(
             _mm256_mul_epi32(_mm256_srli_epi64(x, 32), _mm256_srli_epi64(m, 32)),
             half,
         );
-        let high = _mm256_blend_epi32(
+        let mut high = _mm256_blend_epi32(
             _mm256_srli_epi64(even, 31),
             _mm256_slli_epi64(odd, 1),
             0b1010_1010,
         );
-        let min = _mm256_set1_epi32(i32::MIN);
-        let saturate = _mm256_and_si256(_mm256_cmpeq_epi32(x, min), _mm256_cmpeq_epi32(m, min));
-        let high = _mm256_blendv_epi8(high, _mm256_set1_epi32(i32::MAX), saturate);
-        let one = _mm256_set1_epi32(1);
-        let mask = _mm256_sub_epi32(_mm256_sllv_epi32(one, right), one);
-        let remainder = _mm256_and_si256(high, mask);
-        let threshold = _mm256_add_epi32(_mm256_srai_epi32(mask, 1), _mm256_srli_epi32(high, 31));
+        if q.saturates {
+            let min = _mm256_set1_epi32(i32::MIN);
+            let saturate = _mm256_and_si256(_mm256_cmpeq_epi32(x, min), _mm256_cmpeq_epi32(m, min));
+            high = _mm256_blendv_epi8(high, _mm256_set1_epi32(i32::MAX), saturate);
+        }
+        let remainder = _mm256_and_si256(high, lanes.mask);
+        let threshold = _mm256_add_epi32(lanes.half, _mm256_srli_epi32(high, 31));
         // `up` is -1 where the remainder passes the threshold.
         let up = _mm256_cmpgt_epi32(remainder, threshold);
-        let rounded = _mm256_sub_epi32(_mm256_srav_epi32(high, right), up);
+        let rounded = _mm256_sub_epi32(_mm256_srav_epi32(high, lanes.right), up);
         let v = _mm256_add_epi32(rounded, _mm256_set1_epi32(q.zero_point));
         _mm256_min_epi32(
             _mm256_max_epi32(v, _mm256_set1_epi32(q.min)),
