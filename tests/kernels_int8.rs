@@ -444,6 +444,40 @@ fn requantize_zero_point_wraps_like_the_scalar_form() {
     }
 }
 
+/// Global pools of every window size round to nearest exactly: windows of
+/// up to 2^16 pixels divide by a reciprocal, larger ones plainly.
+#[test]
+fn global_pool_rounds_exactly_on_both_sides_of_the_reciprocal_path() {
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    for (h, w) in [(7, 7), (256, 256), (256, 257), (300, 301)] {
+        let c = 3;
+        let input = bytes(&mut rng, h * w * c);
+        let geom = PoolGeometry {
+            input: [h, w],
+            channels: c,
+            window: [h, w],
+            stride: [1, 1],
+            pad: [0, 0],
+            output: [1, 1],
+        };
+        let mut got = vec![0u8; c];
+        average_pool(&geom, &input, 0, 255, &mut got).unwrap();
+        let count = (h * w) as u64;
+        let want: Vec<u8> = (0..c)
+            .map(|ch| {
+                let sum: u64 = input
+                    .iter()
+                    .skip(ch)
+                    .step_by(c)
+                    .map(|&v| u64::from(v))
+                    .sum();
+                ((sum + count / 2) / count) as u8
+            })
+            .collect();
+        assert_eq!(got, want, "{h}x{w}");
+    }
+}
+
 #[test]
 fn kernels_refuse_bad_lengths() {
     let quant = OutputQuant::per_tensor(4, 1 << 30, -3, 0, 0, 255).unwrap();

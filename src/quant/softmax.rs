@@ -52,6 +52,11 @@ pub struct Softmax {
     multiplier: i32,
     left_shift: u32,
     diff_min: i32,
+    /// `exp_of_diff(-d)` for every code difference `d` in `0..=255`, or
+    /// -1 where `-d < diff_min` (such values get probability 0): uint8
+    /// inputs have only 256 differences, so the fixed-point exponential
+    /// is computed once per plan rather than twice per value.
+    exp_table: Vec<i32>,
 }
 
 impl Softmax {
@@ -86,12 +91,23 @@ impl Softmax {
         let radius = f64::from((1u32 << SCALED_DIFF_INTEGER_BITS) - 1)
             * f64::from(1u32 << (31 - SCALED_DIFF_INTEGER_BITS))
             / (1u64 << left_shift) as f64;
-        Ok(Softmax {
+        let mut softmax = Softmax {
             depth,
             multiplier,
             left_shift,
             diff_min: -(radius.floor() as i32),
-        })
+            exp_table: Vec::new(),
+        };
+        softmax.exp_table = (0..=255)
+            .map(|d: i32| {
+                if -d >= softmax.diff_min {
+                    softmax.exp_of_diff(-d)
+                } else {
+                    -1
+                }
+            })
+            .collect();
+        Ok(softmax)
     }
 
     /// `(input_multiplier, input_left_shift, diff_min)` as TFLite's
@@ -133,12 +149,12 @@ impl Softmax {
             .chunks_exact(self.depth)
             .zip(output.chunks_exact_mut(self.depth))
         {
-            let max = i32::from(row.iter().copied().max().unwrap_or(0));
+            let max = row.iter().copied().max().unwrap_or(0);
+            let exp = |q: u8| self.exp_table[usize::from(max - q)];
             let mut sum = 0i32; // Q12.19
             for &q in row {
-                let diff = i32::from(q) - max;
-                if diff >= self.diff_min {
-                    let e = self.exp_of_diff(diff);
+                let e = exp(q);
+                if e >= 0 {
                     sum = sum.wrapping_add(rounding_divide_by_pot(e, ACCUMULATION_INTEGER_BITS));
                 }
             }
@@ -146,9 +162,9 @@ impl Softmax {
             // Outputs are units of 2^-8 of a Q0.31 value.
             let exponent = bits_over_unit + 31 - 8;
             for (dst, &q) in out.iter_mut().zip(row) {
-                let diff = i32::from(q) - max;
-                *dst = if diff >= self.diff_min {
-                    let product = mul(scale, self.exp_of_diff(diff));
+                let e = exp(q);
+                *dst = if e >= 0 {
+                    let product = mul(scale, e);
                     let v = match u32::try_from(exponent) {
                         Ok(e) if e <= 31 => rounding_divide_by_pot(product, e),
                         // Beyond 31 bits every Q0.31 value rounds to 0.

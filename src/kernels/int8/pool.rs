@@ -63,15 +63,46 @@ pub fn average_pool(
             let Some(out) = outs.next() else {
                 return Ok(());
             };
-            for (ch, o) in out.iter_mut().enumerate() {
-                let mut sum = 0u64;
-                for y in ys.clone() {
-                    for x in xs.clone() {
-                        sum += u64::from(input[(y * w + x) * c + ch]);
+            // Channels innermost, a stack block of sums at a time, so the
+            // window's pixels are read in order and the adds vectorize.
+            // Windows of up to 2^16 pixels sum below 2^24 in u32 lanes and
+            // divide exactly by a 48-bit reciprocal (`n d < 2^48`); larger
+            // ones take u64 sums and plain division.
+            const BLOCK: usize = 256;
+            let mut sums = [0u32; BLOCK];
+            let mut wide = [0u64; BLOCK];
+            let reciprocal = (count <= 1 << 16).then(|| (1u64 << 48).div_ceil(count));
+            for (c0, out) in (0..c).step_by(BLOCK).zip(out.chunks_mut(BLOCK)) {
+                let pixels = ys
+                    .clone()
+                    .flat_map(|y| xs.clone().map(move |x| (y * w + x) * c + c0));
+                let clamp = |avg: u64| avg.clamp(u64::from(min), u64::from(max)) as u8;
+                match reciprocal {
+                    Some(r) => {
+                        let sums = &mut sums[..out.len()];
+                        sums.fill(0);
+                        for at in pixels {
+                            for (s, &v) in sums.iter_mut().zip(&input[at..at + out.len()]) {
+                                *s += u32::from(v);
+                            }
+                        }
+                        for (o, &sum) in out.iter_mut().zip(sums.iter()) {
+                            *o = clamp(((u64::from(sum) + count / 2) * r) >> 48);
+                        }
+                    }
+                    None => {
+                        let sums = &mut wide[..out.len()];
+                        sums.fill(0);
+                        for at in pixels {
+                            for (s, &v) in sums.iter_mut().zip(&input[at..at + out.len()]) {
+                                *s += u64::from(v);
+                            }
+                        }
+                        for (o, &sum) in out.iter_mut().zip(sums.iter()) {
+                            *o = clamp((sum + count / 2) / count);
+                        }
                     }
                 }
-                let avg = (sum + count / 2) / count;
-                *o = avg.clamp(u64::from(min), u64::from(max)) as u8;
             }
         }
     }
