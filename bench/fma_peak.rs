@@ -69,29 +69,59 @@ fn chains_avx2(iters: u64, seed: f32) -> f32 {
     out.iter().sum()
 }
 
+/// uint8 x int8 dot-product chains (`vpdpbusd`: 4 mult-adds per 32-bit lane), the integer
+/// kernels' inner instruction.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512vnni")]
+fn chains_vnni(iters: u64, seed: f32) -> f32 {
+    let mut acc = [_mm512_set1_epi32(seed as i32); ACC];
+    let a = _mm512_set1_epi32(black_box(0x0101_0101));
+    let b = _mm512_set1_epi32(black_box(0x0102_0301));
+    for _ in 0..iters {
+        for x in acc.iter_mut() {
+            *x = _mm512_dpbusd_epi32(*x, a, b);
+        }
+    }
+    let mut s = _mm512_setzero_si512();
+    for x in acc {
+        s = _mm512_add_epi32(s, x);
+    }
+    _mm512_reduce_add_epi32(s) as f32
+}
+
 #[derive(Clone, Copy, PartialEq)]
 enum Isa {
     Avx512,
     Avx2,
+    Vnni,
 }
 
 impl Isa {
     fn lanes(self) -> u64 {
         match self {
-            Isa::Avx512 => 16,
+            Isa::Avx512 | Isa::Vnni => 16,
             Isa::Avx2 => 8,
+        }
+    }
+    /// Mult-adds per lane per instruction.
+    fn macs(self) -> u64 {
+        match self {
+            Isa::Avx512 | Isa::Avx2 => 1,
+            Isa::Vnni => 4,
         }
     }
     fn name(self) -> &'static str {
         match self {
             Isa::Avx512 => "AVX-512 (zmm, 16 lanes)",
             Isa::Avx2 => "AVX2+FMA (ymm, 8 lanes)",
+            Isa::Vnni => "AVX-512 VNNI vpdpbusd (int8 ops: 2 per u8 x i8 mult-add)",
         }
     }
     fn supported(self) -> bool {
         match self {
             Isa::Avx512 => is_x86_feature_detected!("avx512f"),
             Isa::Avx2 => is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"),
+            Isa::Vnni => is_x86_feature_detected!("avx512vnni"),
         }
     }
 }
@@ -102,6 +132,8 @@ fn run_chains(isa: Isa, iters: u64, seed: f32) -> f32 {
         Isa::Avx512 => unsafe { chains_avx512(iters, seed) },
         // SAFETY: `supported()` checked avx2 and fma with is_x86_feature_detected! before any call.
         Isa::Avx2 => unsafe { chains_avx2(iters, seed) },
+        // SAFETY: `supported()` checked avx512vnni (which implies avx512f) before any call.
+        Isa::Vnni => unsafe { chains_vnni(iters, seed) },
     }
 }
 
@@ -127,7 +159,7 @@ fn measure(isa: Isa, threads: usize, iters: u64) -> f64 {
     let start = spans.iter().map(|s| s.0).min().expect("threads >= 1");
     let end = spans.iter().map(|s| s.1).max().expect("threads >= 1");
     let secs = (end - start).as_secs_f64();
-    let flops = 2.0 * (isa.lanes() * ACC as u64 * iters * threads as u64) as f64;
+    let flops = 2.0 * (isa.macs() * isa.lanes() * ACC as u64 * iters * threads as u64) as f64;
     flops / secs / 1e9
 }
 
@@ -137,8 +169,8 @@ fn main() {
         .get(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
-    println!("FP32 FMA peak: {ACC} independent chains/thread, {ITERS} trips, best of {RUNS} runs");
-    for isa in [Isa::Avx512, Isa::Avx2] {
+    println!("FP32 FMA and int8 VNNI peaks: {ACC} independent chains/thread, {ITERS} trips, best of {RUNS} runs");
+    for isa in [Isa::Avx512, Isa::Avx2, Isa::Vnni] {
         if !isa.supported() {
             println!("{:26} not supported on this CPU", isa.name());
             continue;
@@ -155,9 +187,10 @@ fn main() {
             let median = all[RUNS / 2];
             let per_core = best / threads as f64;
             println!(
-                "{:26} threads={threads}: {best:7.1} GFLOP/s best ({per_core:.1} per thread = {:.2} GHz x 32 FLOP/cycle); median {median:.1}",
+                "{:26} threads={threads}: {best:7.1} G{unit}/s best ({per_core:.1} per thread = {:.2} GHz x 32 {unit}/cycle); median {median:.1}",
                 isa.name(),
                 per_core / 32.0,
+                unit = if isa == Isa::Vnni { "OP" } else { "FLOP" },
             );
             if threads >= max_threads {
                 break;

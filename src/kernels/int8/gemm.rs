@@ -16,6 +16,8 @@ use crate::kernels::int8::requant::{CHANNEL_PAD, OutputQuant};
 
 /// Rows per register tile.
 const MR: usize = 4;
+/// Blocks of 16 channels per VNNI register tile (and packed panel).
+const VNNI_PANEL: usize = 4;
 /// Rows per cache block: the rows of one block are reused across every
 /// column tile while they stay in L1.
 const MC_MAX: usize = 128;
@@ -97,14 +99,20 @@ impl PackedGemm {
         let (mut w8, mut w16, mut row_coef) = (Vec::new(), Vec::new(), 0);
         match isa {
             IntIsa::Avx512Vnni => {
+                // Panels of up to `VNNI_PANEL` blocks of 16 channels, the
+                // columns of one register tile; within a panel the blocks
+                // of each group of 4 depths are adjacent, so a tile reads
+                // one sequential stream.
                 let (blocks, groups) = (n.div_ceil(16), k.div_ceil(4));
                 w8.reserve_exact(blocks * groups * 64);
-                for b in 0..blocks {
+                for p0 in (0..blocks).step_by(VNNI_PANEL) {
                     for g in 0..groups {
-                        for j in 0..16 {
-                            for t in 0..4 {
-                                let w = at(b * 16 + j, g * 4 + t).map_or(0, |w| w - 128);
-                                w8.push(w as i8);
+                        for b in p0..(p0 + VNNI_PANEL).min(blocks) {
+                            for j in 0..16 {
+                                for t in 0..4 {
+                                    let w = at(b * 16 + j, g * 4 + t).map_or(0, |w| w - 128);
+                                    w8.push(w as i8);
+                                }
                             }
                         }
                     }
@@ -209,7 +217,7 @@ impl PackedGemm {
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{MC_MAX, MR, PackedGemm};
+    use super::{MC_MAX, MR, PackedGemm, VNNI_PANEL};
     use crate::kernels::int8::requant::x86::{
         Lanes256, Lanes512, codes_avx512, requantize_lanes_avx2, rescale_avx512,
     };
@@ -252,13 +260,12 @@ mod x86 {
         while m0 < m {
             let rows = mc.min(m - m0);
             for (r, term) in row_terms[..rows].iter_mut().enumerate() {
-                let x = &input[(m0 + r) * k..(m0 + r + 1) * k];
-                let sum = x.iter().fold(0i32, |s, &v| s.wrapping_add(i32::from(v)));
+                let sum = byte_sum(&input[(m0 + r) * k..(m0 + r + 1) * k]);
                 *term = sum.wrapping_mul(g.row_coef);
             }
             let mut b0 = 0;
             while b0 < blocks {
-                let nb = (blocks - b0).min(4);
+                let nb = (blocks - b0).min(VNNI_PANEL);
                 let mut r = 0;
                 while r < rows {
                     let mr = (rows - r).min(MR);
@@ -274,6 +281,26 @@ mod x86 {
             }
             m0 += rows;
         }
+    }
+
+    /// The sum of `bytes` (wrapping, as the reference), 64 at a time with
+    /// `vpsadbw`.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw")]
+    fn byte_sum(bytes: &[u8]) -> i32 {
+        let mut sums = _mm512_setzero_si512();
+        let mut chunks = bytes.chunks_exact(64);
+        for chunk in &mut chunks {
+            // SAFETY: `chunk` holds 64 bytes.
+            let v = unsafe { _mm512_loadu_si512(chunk.as_ptr().cast()) };
+            sums = _mm512_add_epi64(sums, _mm512_sad_epu8(v, _mm512_setzero_si512()));
+        }
+        let rest = chunks.remainder();
+        let mask: __mmask64 = (1 << rest.len()) - 1;
+        // SAFETY: the load is masked to the `rest.len() < 64` bytes of `rest`.
+        let v = unsafe { _mm512_maskz_loadu_epi8(mask, rest.as_ptr().cast()) };
+        sums = _mm512_add_epi64(sums, _mm512_sad_epu8(v, _mm512_setzero_si512()));
+        _mm512_reduce_add_epi64(sums) as i32
     }
 
     /// One `MR` rows x `NB * 16` channels tile.
@@ -303,7 +330,7 @@ mod x86 {
             for q in 0..full {
                 let mut w = [_mm512_setzero_si512(); NB];
                 for (b, wv) in w.iter_mut().enumerate() {
-                    *wv = _mm512_loadu_si512(wb.add((b * groups + q) * 64).cast());
+                    *wv = _mm512_loadu_si512(wb.add((q * NB + b) * 64).cast());
                 }
                 for (i, row) in acc.iter_mut().enumerate() {
                     let a = _mm512_set1_epi32(x.add(i * k + q * 4).cast::<i32>().read_unaligned());
@@ -315,14 +342,12 @@ mod x86 {
             if full < groups {
                 let mut w = [_mm512_setzero_si512(); NB];
                 for (b, wv) in w.iter_mut().enumerate() {
-                    *wv = _mm512_loadu_si512(wb.add((b * groups + full) * 64).cast());
+                    *wv = _mm512_loadu_si512(wb.add((full * NB + b) * 64).cast());
                 }
+                let tail: __mmask16 = (1 << (k - full * 4)) - 1;
                 for (i, row) in acc.iter_mut().enumerate() {
-                    let mut bytes = [0u8; 4];
-                    for (t, byte) in bytes.iter_mut().enumerate().take(k - full * 4) {
-                        *byte = *x.add(i * k + full * 4 + t);
-                    }
-                    let a = _mm512_set1_epi32(i32::from_le_bytes(bytes));
+                    let bytes = _mm_maskz_loadu_epi8(tail, x.add(i * k + full * 4).cast());
+                    let a = _mm512_broadcastd_epi32(bytes);
                     for (a_ib, wv) in row.iter_mut().zip(&w) {
                         *a_ib = _mm512_dpbusd_epi32(*a_ib, a, *wv);
                     }
