@@ -326,10 +326,35 @@ fn for_each_pixel(
     }
 }
 
+/// Where one output pixel's nine input taps are.
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+enum Taps {
+    /// All inside the image: tap `(ky, kx)` is at `top_left + ky row +
+    /// kx channels` bytes, offsets a kernel keeps in registers.
+    Interior { top_left: *const u8, row: usize },
+    /// Some outside: each tap's pointer, the zero-point row for those.
+    Border([*const u8; 9]),
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Taps {
+    /// Every tap's pointer.
+    #[inline(always)]
+    fn pointers(self, channels: usize) -> [*const u8; 9] {
+        match self {
+            Taps::Interior { top_left, row } => {
+                std::array::from_fn(|t| top_left.wrapping_add((t / 3) * row + (t % 3) * channels))
+            }
+            Taps::Border(taps) => taps,
+        }
+    }
+}
+
 /// Calls `pixel(taps, at)` for every output pixel of `rows`: `taps` point
 /// at the nine input pixels' `channels` bytes (at `pad` for taps outside
 /// the image, which must hold as many), `at` counts the pixels of `rows`
-/// from 0. Interior pixels take fixed offsets from one pointer.
+/// from 0.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 fn for_each_pixel_ptr(
@@ -337,13 +362,12 @@ fn for_each_pixel_ptr(
     input: &[u8],
     pad: &[u8],
     rows: Range<usize>,
-    mut pixel: impl FnMut(&[*const u8; 9], usize),
+    mut pixel: impl FnMut(Taps, usize),
 ) {
     let c = geom.channels;
     let [h, w] = geom.input;
     let [sh, sw] = geom.stride;
     let [pt, pl] = geom.pad;
-    let rel: [usize; 9] = std::array::from_fn(|t| ((t / 3) * w + t % 3) * c);
     let at_pixel = |iy: usize, ix: usize| input.as_ptr().wrapping_add((iy * w + ix) * c);
     let mut at = 0;
     for oy in rows {
@@ -351,20 +375,20 @@ fn for_each_pixel_ptr(
         for ox in 0..geom.output[1] {
             let left = (ox * sw).checked_sub(pl).filter(|&x| x + 3 <= w);
             let taps = match (top, left) {
-                (Some(y), Some(x)) => {
-                    let base = at_pixel(y, x);
-                    std::array::from_fn(|t| base.wrapping_add(rel[t]))
-                }
-                _ => std::array::from_fn(|t| {
+                (Some(y), Some(x)) => Taps::Interior {
+                    top_left: at_pixel(y, x),
+                    row: w * c,
+                },
+                _ => Taps::Border(std::array::from_fn(|t| {
                     let iy = (oy * sh + t / 3).checked_sub(pt).filter(|&y| y < h);
                     let ix = (ox * sw + t % 3).checked_sub(pl).filter(|&x| x < w);
                     match (iy, ix) {
                         (Some(iy), Some(ix)) => at_pixel(iy, ix),
                         _ => pad.as_ptr(),
                     }
-                }),
+                })),
             };
-            pixel(&taps, at);
+            pixel(taps, at);
             at += 1;
         }
     }
@@ -372,7 +396,9 @@ fn for_each_pixel_ptr(
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{DepthwiseGeometry, Lanes, PackedDepthwise3x3, for_each_pixel, for_each_pixel_ptr};
+    use super::{
+        DepthwiseGeometry, Lanes, PackedDepthwise3x3, Taps, for_each_pixel, for_each_pixel_ptr,
+    };
     use crate::kernels::int8::requant::x86::{
         Lanes256, Lanes512, clamp_words_avx512, requantize_lanes_avx2, rescale_avx512, words_avx512,
     };
@@ -407,38 +433,60 @@ mod x86 {
             let weights: [__m512i; 10] = std::array::from_fn(v);
             let col = [v(10), v(11)];
             let lanes = [0, 1].map(|h| Lanes512::new(v(12 + h), v(14 + h), v(16 + h)));
-            for_each_pixel_ptr(geom, input, &k.pad_row, rows.clone(), |taps, at| {
-                // SAFETY: every tap points at `n` readable bytes and the
-                // loads are masked to channels `c0 .. c0 + valid <= n`;
-                // pixel `at` of `rows` owns `output[at n .. (at + 1) n]`
-                // (the caller checked `output` holds every pixel of `rows`)
-                // and the store is masked the same way.
-                unsafe {
-                    let x = |t: usize| {
-                        _mm512_cvtepu8_epi16(_mm256_maskz_loadu_epi8(mask, taps[t].add(c0).cast()))
-                    };
-                    let (mut lo, mut hi) = (col[0], col[1]);
-                    for p in 0..5 {
-                        let a = x(2 * p);
-                        let b = if p < 4 {
-                            x(2 * p + 1)
-                        } else {
-                            _mm512_setzero_si512()
+            // One pixel's codes from its tap pointers `$tap(t)`; a macro
+            // rather than a function so interior pixels' offsets stay
+            // loop-invariant registers.
+            macro_rules! pixel {
+                ($tap:expr, $at:expr) => {{
+                    // SAFETY: every tap points at `n` readable bytes and
+                    // the loads are masked to channels `c0 .. c0 + valid
+                    // <= n`; pixel `at` of `rows` owns `output[at n ..
+                    // (at + 1) n]` (the caller checked `output` holds every
+                    // pixel of `rows`) and the store is masked the same way.
+                    unsafe {
+                        let x = |t: usize| {
+                            let tap: *const u8 = $tap(t);
+                            _mm512_cvtepu8_epi16(_mm256_maskz_loadu_epi8(mask, tap.add(c0).cast()))
                         };
-                        let pair_lo = _mm512_unpacklo_epi16(a, b);
-                        let pair_hi = _mm512_unpackhi_epi16(a, b);
-                        lo = _mm512_add_epi32(lo, _mm512_madd_epi16(pair_lo, weights[2 * p]));
-                        hi = _mm512_add_epi32(hi, _mm512_madd_epi16(pair_hi, weights[2 * p + 1]));
+                        let (mut lo, mut hi) = (col[0], col[1]);
+                        for p in 0..5 {
+                            let a = x(2 * p);
+                            let b = if p < 4 {
+                                x(2 * p + 1)
+                            } else {
+                                _mm512_setzero_si512()
+                            };
+                            let pair_lo = _mm512_unpacklo_epi16(a, b);
+                            let pair_hi = _mm512_unpackhi_epi16(a, b);
+                            lo = _mm512_add_epi32(lo, _mm512_madd_epi16(pair_lo, weights[2 * p]));
+                            hi = _mm512_add_epi32(
+                                hi,
+                                _mm512_madd_epi16(pair_hi, weights[2 * p + 1]),
+                            );
+                        }
+                        let lo = rescale_avx512(&k.quant, &lanes[0], lo);
+                        let hi = rescale_avx512(&k.quant, &lanes[1], hi);
+                        // `packs` restores channel order: lane k holds
+                        // channels 8k..8k+4 of `lo`, then 8k+4..8k+8 of `hi`.
+                        let words = clamp_words_avx512(&k.quant, words_avx512(lo, hi));
+                        let codes = _mm512_cvtepi16_epi8(words);
+                        _mm256_mask_storeu_epi8(out.add($at * n + c0).cast(), mask, codes);
                     }
-                    let lo = rescale_avx512(&k.quant, &lanes[0], lo);
-                    let hi = rescale_avx512(&k.quant, &lanes[1], hi);
-                    // `packs` restores channel order: lane k holds
-                    // channels 8k..8k+4 of `lo`, then 8k+4..8k+8 of `hi`.
-                    let words = clamp_words_avx512(&k.quant, words_avx512(lo, hi));
-                    let codes = _mm512_cvtepi16_epi8(words);
-                    _mm256_mask_storeu_epi8(out.add(at * n + c0).cast(), mask, codes);
-                }
-            });
+                }};
+            }
+            for_each_pixel_ptr(
+                geom,
+                input,
+                &k.pad_row,
+                rows.clone(),
+                |taps, at| match taps {
+                    Taps::Interior { top_left, row } => pixel!(
+                        |t: usize| top_left.wrapping_add((t / 3) * row + (t % 3) * n),
+                        at
+                    ),
+                    Taps::Border(taps) => pixel!(|t: usize| taps[t], at),
+                },
+            );
         }
     }
 
@@ -467,6 +515,7 @@ mod x86 {
                 |i: usize| unsafe { _mm256_loadu_si256(block.as_ptr().add(i * L::WIDTH).cast()) };
             let lanes = [0, 1].map(|h| Lanes256::new(v(12 + h), v(14 + h), v(16 + h)));
             for_each_pixel_ptr(geom, input, &k.pad_row, rows.clone(), |taps, at| {
+                let taps = taps.pointers(n);
                 // SAFETY: every tap points at `n >= c0 + 16` readable
                 // bytes; pixel `at` of `rows` owns `output[at n ..
                 // (at + 1) n]`, checked by the caller.
