@@ -1,7 +1,8 @@
 //! Post-training int8 quantization (`mobilenet::quant::ptq`): calibration
 //! statistics, the integer executor against a float simulation of the same
 //! arithmetic, real models keeping their top-1, the file format (round
-//! trip and damaged files) and the `quantize` command.
+//! trip and damaged files), the `quantize` command, and `bench`, `profile`
+//! and `classify` on int8 files.
 
 mod common;
 
@@ -653,6 +654,118 @@ fn quantize_and_classify_photos() {
         stdout.contains("chelsea.png") && stdout.contains("1."),
         "{stdout}"
     );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// `n` PNG files of colour patterns.
+fn write_pngs(dir: &Path, n: usize) -> Vec<PathBuf> {
+    (0..n as u32)
+        .map(|k| {
+            let path = dir.join(format!("pattern{k}.png"));
+            image::RgbImage::from_fn(40, 36, |x, y| {
+                image::Rgb([
+                    (x * 6 + k * 40) as u8,
+                    (y * 7 + k * 13) as u8,
+                    ((x + y) * 3 * (k + 1)) as u8,
+                ])
+            })
+            .save(&path)
+            .unwrap();
+            path
+        })
+        .collect()
+}
+
+#[test]
+fn bench_profile_and_classify_run_int8_files() {
+    let dir = temp_dir("commands");
+    let (_, model) = quantized_small(CalibrationMethod::MinMax);
+    let int8 = dir.join("int8.safetensors");
+    file::save(&model, &int8).unwrap();
+    let p = |p: &Path| p.to_str().unwrap().to_string();
+    let json = |args: &[&str]| -> Vec<serde_json::Value> {
+        let run = mobilenet(args);
+        assert!(run.status.success(), "{args:?}: {}", text(&run.stderr));
+        text(&run.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let quick = ["--runs", "2", "--warmup", "1", "--json"];
+    let int8_path = p(&int8);
+
+    let mut args = vec!["bench", "--model", &int8_path];
+    args.extend(["--batch", "3", "--threads", "2"]);
+    args.extend(quick);
+    let v = &json(&args)[0];
+    assert_eq!(v["dtype"], "int8");
+    assert_eq!(v["alpha"], 0.25);
+    assert_eq!(v["resolution"], 32);
+    assert_eq!(v["batch"], 3);
+    assert_ne!(v["isa"], "reference");
+    for key in ["median_ms", "images_per_s", "gflops"] {
+        assert!(v[key].as_f64().unwrap() > 0.0, "{key}: {v}");
+    }
+
+    let mut args = vec!["profile", "--model", &int8_path];
+    args.extend(quick);
+    let v = &json(&args)[0];
+    assert_eq!(v["dtype"], "int8");
+    let layers = v["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), model.convs.len() + 1);
+    assert_eq!(layers[0]["name"], "conv1");
+    assert_eq!(layers[0]["kinds"][0], "conv");
+    assert_eq!(layers[1]["name"], "conv_dw_1");
+    assert_eq!(layers[layers.len() - 1]["name"], "fc");
+    assert!(layers.iter().all(|l| l.get("tensor").is_none()));
+
+    // classify on the fast plan: the exact executor's logits, bit for bit.
+    let photos = write_pngs(&dir, 3);
+    let mut args = vec!["classify".to_string(), "--model".into(), int8_path.clone()];
+    args.extend(["--json", "--logits", "--top", "1", "--threads", "2"].map(String::from));
+    args.extend(photos.iter().map(|x| p(x)));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let lines = json(&args);
+    assert_eq!(lines.len(), photos.len());
+    for (line, photo) in lines.iter().zip(&photos) {
+        assert_eq!(line["dtype"], "int8");
+        let image = mobilenet::image::read_image(photo).unwrap();
+        let mut input = vec![0.0; model.input_len()];
+        mobilenet::image::preprocess_into(
+            &image,
+            model.resolution(),
+            mobilenet::image::Preprocess::Tf,
+            &mut input,
+        )
+        .unwrap();
+        let expected = model.run(&input, 1).unwrap();
+        let logits: Vec<u32> = line["logits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| (x.as_f64().unwrap() as f32).to_bits())
+            .collect();
+        let expected_bits: Vec<u32> = expected.iter().map(|v| v.to_bits()).collect();
+        assert_eq!(logits, expected_bits, "{}", photo.display());
+        assert_eq!(line["top"][0]["class"], argmax(&expected), "{line}");
+    }
+
+    // A damaged int8 file: one clear line from each command.
+    let bytes = std::fs::read(&int8).unwrap();
+    let damaged = dir.join("damaged.safetensors");
+    std::fs::write(&damaged, &bytes[..bytes.len() - 3]).unwrap();
+    let (photo, damaged) = (p(&photos[0]), p(&damaged));
+    for args in [
+        vec!["bench", "--model", &damaged, "--runs", "1"],
+        vec!["profile", "--model", &damaged, "--runs", "1"],
+        vec!["classify", "--model", &damaged, &photo],
+    ] {
+        let run = mobilenet(&args);
+        let stderr = text(&run.stderr);
+        assert_eq!(run.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains("int8 safetensors"), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
     let _ = std::fs::remove_dir_all(dir);
 }
 

@@ -62,7 +62,7 @@ pub fn run(args: &Args) -> Result<()> {
 
 fn run_quantized(args: &Args, mut q: QuantPrepared) -> Result<()> {
     let a = &args.engine;
-    let ms = time_runs(a, || q.engine.run(&q.input, a.batch, &mut q.output, &q.par))?;
+    let ms = time_runs(a, || q.engine.run(&q.input, a.batch, &q.par))?;
     print_report(
         args,
         &Report {
@@ -71,7 +71,7 @@ fn run_quantized(args: &Args, mut q: QuantPrepared) -> Result<()> {
             resolution: q.resolution,
             isa: q.engine.isa(),
             mult_adds: q.engine.mult_adds(),
-            dtype: "uint8",
+            dtype: q.engine.dtype(),
             ms,
         },
     );

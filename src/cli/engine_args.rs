@@ -1,11 +1,12 @@
 //! Options shared by the commands that run the engine (`bench`, `profile`).
 
 use crate::cli::model_args::ModelArgs;
-use crate::cli::quantized::{self, QuantizedEngine};
+use crate::cli::quantized::{self, IntegerRunner, QuantizedEngine};
 use mobilenet::Result;
 use mobilenet::engine::{Parallelism, Plan, PlanOptions, Workspace};
 use mobilenet::kernels::Isa;
 use mobilenet::model::{MobileNet, MobileNetConfig};
+use mobilenet::quant::ptq::file as int8_file;
 
 /// Most timed runs we accept (the samples are kept in memory).
 const MAX_RUNS: usize = 1_000_000;
@@ -15,7 +16,8 @@ const MAX_BATCH: usize = 65_536;
 #[derive(clap::Args, Debug)]
 pub struct EngineArgs {
     /// A model file to run instead of a random network (a uint8 TFLite
-    /// model runs in integer arithmetic); --alpha, --resolution, --classes
+    /// model or an int8 one from `quantize` runs in integer arithmetic);
+    /// --alpha, --resolution, --classes
     /// and --strides are then the file's.
     #[command(flatten)]
     pub model: ModelArgs,
@@ -62,17 +64,17 @@ pub struct EngineArgs {
     pub min_parallel_mult_adds: Option<u64>,
 }
 
-/// A uint8 model ready to run, with everything needed to run it.
+/// An integer model ready to run, with everything needed to run it.
 pub struct QuantPrepared {
-    /// Width multiplier α, from the stem's channels (32·α).
+    /// Width multiplier α (of a uint8 file: from the stem's channels,
+    /// 32·α).
     pub alpha: f64,
     pub resolution: usize,
     /// The file name, for the text output.
     pub name: String,
-    pub engine: QuantizedEngine,
+    pub engine: IntegerRunner,
     pub par: Parallelism,
     pub input: Vec<u8>,
-    pub output: Vec<u8>,
 }
 
 /// A compiled plan with everything needed to run it.
@@ -86,41 +88,54 @@ pub struct Prepared {
 }
 
 impl EngineArgs {
-    /// The uint8 model given by `--model` (and `--head`), if it is one
-    /// and `--dequantize` is not given, ready to run on a fixed input.
+    /// The integer model given by `--model` (and `--head`), if it is one
+    /// (a uint8 TFLite file without `--dequantize`, or an int8 file of
+    /// ours), ready to run on a fixed input.
     pub fn prepare_quantized(&self) -> Result<Option<QuantPrepared>> {
         self.check_counts()?;
         if self.model.model.is_none() {
             return Ok(None);
         }
-        let Some(model) = quantized::open(&self.model, self.dequantize)? else {
-            return Ok(None);
-        };
-        let resolution = quantized::image_size(model.pipeline.input())?;
+        let isa = quantized::int_isa(self.isa);
         let par = Parallelism::new(self.threads)?;
-        let engine = QuantizedEngine::new(model.pipeline, quantized::int_isa(self.isa), &par)?;
-        let stem = engine
-            .steps()
-            .first()
-            .and_then(|s| s.output.last().copied())
-            .unwrap_or(0);
+        let path = self.model.resolve()?;
+        let (engine, alpha, resolution) = if int8_file::is_quantized_path(&path) {
+            let model = int8_file::load(&path)?;
+            let engine = IntegerRunner::int8(&model, isa, self.batch, &par)?;
+            let config = model.architecture().config();
+            (engine, config.alpha, config.resolution)
+        } else {
+            let Some(model) = quantized::open(&self.model, self.dequantize)? else {
+                return Ok(None);
+            };
+            let resolution = quantized::image_size(model.pipeline.input())?;
+            let engine = QuantizedEngine::new(model.pipeline, isa, &par)?;
+            let stem = engine
+                .steps()
+                .first()
+                .and_then(|s| s.output.last().copied())
+                .unwrap_or(0);
+            (
+                IntegerRunner::uint8(engine, self.batch),
+                stem as f64 / 32.0,
+                resolution,
+            )
+        };
         // A fixed pattern over all codes, like the pixels of a photo.
         let input = (0..self.batch * engine.input_len())
             .map(|i| ((i * 7919) % 256) as u8)
             .collect();
-        let output = vec![0; self.batch * engine.output_len()];
         let name = self.model.model.clone().unwrap_or_default();
         let name = std::path::Path::new(&name)
             .file_stem()
             .map_or(name.clone(), |s| s.to_string_lossy().into_owned());
         Ok(Some(QuantPrepared {
-            alpha: stem as f64 / 32.0,
+            alpha,
             resolution,
             name,
             engine,
             par,
             input,
-            output,
         }))
     }
 

@@ -87,36 +87,37 @@ pub fn run(args: &Args) -> Result<()> {
     Ok(())
 }
 
-/// A uint8 model: the exact reference executor timed op by op, one image
-/// after the other (its ops are not split across threads).
+/// An integer model, timed step by step, one image after the other: a
+/// uint8 file's steps named after our layers where they have one, with
+/// their TFLite tensor names; an int8 file's steps are our layers.
 fn run_quantized(args: &Args, mut q: QuantPrepared) -> Result<()> {
     let a = &args.engine;
     let engine_steps = q.engine.steps();
     let kinds: Vec<&str> = engine_steps.iter().map(|s| s.kind).collect();
+    let uint8 = q.engine.dtype() == "uint8";
     let steps: Vec<Step> = engine_steps
         .iter()
         .zip(layer_aliases(&kinds))
         .map(|(s, alias)| Step {
             name: alias.unwrap_or_else(|| s.name.clone()),
-            tensor: Some(s.name.clone()),
+            tensor: uint8.then(|| s.name.clone()),
             kinds: vec![s.kind.to_string()],
             output: s.output.clone(),
             mult_adds: s.mult_adds,
         })
         .collect();
     for _ in 0..a.warmup {
-        q.engine.run(&q.input, a.batch, &mut q.output, &q.par)?;
+        q.engine.run(&q.input, a.batch, &q.par)?;
     }
     let medians = time_steps(a, steps.len(), |times| {
-        q.engine
-            .run_profiled(&q.input, a.batch, &mut q.output, &q.par, times)
+        q.engine.run_profiled(&q.input, a.batch, &q.par, times)
     })?;
     let heading = Heading {
         name: q.name.clone(),
         alpha: q.alpha,
         resolution: q.resolution,
         isa: q.engine.isa().to_string(),
-        dtype: "uint8",
+        dtype: q.engine.dtype(),
     };
     report(args, &heading, &steps, &medians);
     Ok(())

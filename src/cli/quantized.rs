@@ -5,7 +5,9 @@
 //! runs the fast [`QuantizedPlan`] (bit-exact with the reference, tested in
 //! `tests/quant_plan.rs`), or the exact reference executor for graphs the
 //! plan does not cover. `features` needs every op's output and uses the
-//! reference pipeline's trace.
+//! reference pipeline's trace. [`IntegerRunner`] is what `bench` and
+//! `profile` time: a uint8 model on that engine, or one of our int8 models
+//! (`mobilenet quantize`) on its fast [`Int8Plan`].
 
 use std::path::Path;
 use std::time::Duration;
@@ -19,6 +21,7 @@ use mobilenet::formats::tflite::find_labels;
 use mobilenet::image::{Preprocess, RgbImage, preprocess_into, preprocess_tf_u8};
 use mobilenet::kernels::int8::IntIsa;
 use mobilenet::quant::plan::{QuantizedPlan, QuantizedPlanOptions, QuantizedWorkspace};
+use mobilenet::quant::ptq::plan::Int8Plan;
 use mobilenet::quant::{
     QuantParams, QuantizedPipeline, QuantizedTflite, TensorSpec, is_uint8_tflite,
 };
@@ -271,11 +274,6 @@ impl QuantizedEngine {
         }
     }
 
-    /// Multiply-adds per image.
-    pub fn mult_adds(&self) -> u64 {
-        self.steps().iter().map(|s| s.mult_adds).sum()
-    }
-
     /// Runs `batch` images (`batch * input_len` bytes) into `output`
     /// (`batch * output_len` codes); keeps the logits for
     /// [`QuantizedEngine::logits`].
@@ -356,6 +354,130 @@ impl QuantizedEngine {
             )));
         }
         Ok(())
+    }
+}
+
+/// An integer model for `bench` and `profile`, with its output buffer.
+pub enum IntegerRunner {
+    /// A uint8 TFLite model.
+    Uint8 {
+        engine: QuantizedEngine,
+        output: Vec<u8>,
+    },
+    /// One of our int8 models, on its fast plan.
+    Int8 {
+        plan: Box<Int8Plan>,
+        workspace: Box<QuantizedWorkspace>,
+        logits: Vec<f32>,
+    },
+}
+
+impl IntegerRunner {
+    /// A uint8 model with its output buffer for `batch` images.
+    pub fn uint8(engine: QuantizedEngine, batch: usize) -> IntegerRunner {
+        let output = vec![0; batch * engine.output_len()];
+        IntegerRunner::Uint8 { engine, output }
+    }
+
+    /// Compiles an int8 model for `isa` (`None`: the best this CPU has,
+    /// lowered by `MOBILENET_ISA`), with buffers for `batch` images.
+    pub fn int8(
+        model: &mobilenet::quant::ptq::Int8MobileNet,
+        isa: Option<IntIsa>,
+        batch: usize,
+        par: &Parallelism,
+    ) -> Result<IntegerRunner> {
+        let options = QuantizedPlanOptions {
+            isa,
+            ..Default::default()
+        };
+        let plan = Int8Plan::compile(model, &options)?;
+        let workspace = Box::new(plan.workspace(par));
+        let logits = vec![0.0; batch * plan.classes()];
+        Ok(IntegerRunner::Int8 {
+            plan: Box::new(plan),
+            workspace,
+            logits,
+        })
+    }
+
+    /// `uint8` or `int8`.
+    pub fn dtype(&self) -> &'static str {
+        match self {
+            IntegerRunner::Uint8 { .. } => "uint8",
+            IntegerRunner::Int8 { .. } => "int8",
+        }
+    }
+
+    /// The instruction set it runs on (`reference` for a uint8 graph the
+    /// fast plan does not cover).
+    pub fn isa(&self) -> &'static str {
+        match self {
+            IntegerRunner::Uint8 { engine, .. } => engine.isa(),
+            IntegerRunner::Int8 { plan, .. } => plan.isa().name(),
+        }
+    }
+
+    /// Input codes per image.
+    pub fn input_len(&self) -> usize {
+        match self {
+            IntegerRunner::Uint8 { engine, .. } => engine.input_len(),
+            IntegerRunner::Int8 { plan, .. } => plan.input_len(),
+        }
+    }
+
+    /// The steps in execution order.
+    pub fn steps(&self) -> Vec<QuantStep> {
+        match self {
+            IntegerRunner::Uint8 { engine, .. } => engine.steps(),
+            IntegerRunner::Int8 { plan, .. } => plan
+                .steps()
+                .map(|step| QuantStep {
+                    name: step.name.clone(),
+                    kind: step.kind,
+                    output: step.shape.get(1..).unwrap_or_default().to_vec(),
+                    mult_adds: step.mult_adds,
+                })
+                .collect(),
+        }
+    }
+
+    /// Multiply-adds per image.
+    pub fn mult_adds(&self) -> u64 {
+        self.steps().iter().map(|s| s.mult_adds).sum()
+    }
+
+    /// Runs `batch` images of input codes.
+    pub fn run(&mut self, input: &[u8], batch: usize, par: &Parallelism) -> Result<()> {
+        match self {
+            IntegerRunner::Uint8 { engine, output } => engine.run(input, batch, output, par),
+            IntegerRunner::Int8 {
+                plan,
+                workspace,
+                logits,
+            } => plan.run(input, batch, logits, workspace, par),
+        }
+    }
+
+    /// Like [`IntegerRunner::run`], adding each step's time to `times`
+    /// (one entry per step of [`IntegerRunner::steps`]).
+    pub fn run_profiled(
+        &mut self,
+        input: &[u8],
+        batch: usize,
+        par: &Parallelism,
+        times: &mut [Duration],
+    ) -> Result<()> {
+        match self {
+            IntegerRunner::Uint8 { engine, output } => {
+                engine.run_profiled(input, batch, output, par, times)
+            }
+            IntegerRunner::Int8 {
+                plan,
+                workspace,
+                logits,
+            } => plan.run_profiled(input, batch, logits, workspace, par, times),
+        }
     }
 }
 

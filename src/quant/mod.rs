@@ -33,6 +33,7 @@
 //! The kernels are plain loops over NHWC data, meant as the exact reference
 //! that faster kernels are checked against.
 
+mod chain;
 pub mod conv;
 pub mod fixed_point;
 pub mod fully_connected;

@@ -26,13 +26,15 @@
 //! [`Int8MobileNet`] is plain data (per layer: i8 weights, per-channel
 //! `(multiplier, shift)`, zero points, clamp, geometry), run by plain loops
 //! that are the reference for faster kernels; [`file`] saves and loads it
-//! in our safetensors format.
+//! in our safetensors format; [`plan::Int8Plan`] runs it on the fast
+//! integer kernels with the same bits.
 
 pub mod calibrate;
 pub mod file;
 mod model;
+pub mod plan;
 pub mod scheme;
 
 pub use calibrate::{CalibrationMethod, Observer};
 pub use model::{Int8Classifier, Int8Conv, Int8MobileNet, QuantizeOptions};
-pub use scheme::ActQuant;
+pub use scheme::{ActQuant, StoredCode};

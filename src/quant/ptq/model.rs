@@ -10,7 +10,7 @@ use crate::quant::fixed_point::{multiply_by_quantized_multiplier, quantize_multi
 use crate::tensor::Tensor;
 
 use super::calibrate::{CalibrationMethod, Observer};
-use super::scheme::{ActQuant, quantize_bias, quantize_weights};
+use super::scheme::{ActQuant, StoredCode, quantize_bias, quantize_weights};
 
 /// One convolution (standard, depthwise or pointwise) with its folded batch
 /// norm and fused activation, in int8.
@@ -267,14 +267,14 @@ impl Int8Classifier {
 
     /// Logits of one pooled vector of codes: `input.scale * weight_scale[c]
     /// * (bias[c] + Σ (x - zero_point) * w)`.
-    pub fn run(&self, pooled: &[i8], logits: &mut [f32]) {
+    pub fn run<T: StoredCode>(&self, pooled: &[T], logits: &mut [f32]) {
         let zp = self.input.zero_point;
         let c = pooled.len();
         for (class, out) in logits.iter_mut().enumerate() {
             let row = &self.weight[class * c..][..c];
             let mut acc = self.bias[class];
             for (&x, &w) in pooled.iter().zip(row) {
-                acc = acc.wrapping_add((i32::from(x) - zp) * i32::from(w));
+                acc = acc.wrapping_add((x.code() - zp) * i32::from(w));
             }
             *out = (f64::from(acc)
                 * f64::from(self.input.scale)
@@ -285,22 +285,22 @@ impl Int8Classifier {
 
 /// Global average pool of `[H, W, C]` codes, in the same quantization:
 /// `round(sum / count)` with halves away from zero (TFLite's int8
-/// `AveragePool`).
-pub fn average_pool(input: &[i8], channels: usize, pooled: &mut [i8]) {
+/// `AveragePool`). Channel by channel, so that it needs no scratch memory.
+pub fn average_pool<T: StoredCode>(input: &[T], channels: usize, pooled: &mut [T]) {
     let count = (input.len() / channels.max(1)).max(1) as i32;
-    let mut sums = vec![0i32; channels];
-    for pixel in input.chunks_exact(channels) {
-        for (s, &v) in sums.iter_mut().zip(pixel) {
-            *s += i32::from(v);
-        }
-    }
-    for (p, &s) in pooled.iter_mut().zip(&sums) {
+    for (c, p) in pooled.iter_mut().enumerate().take(channels) {
+        let s: i32 = input
+            .iter()
+            .skip(c)
+            .step_by(channels.max(1))
+            .map(|&v| v.code())
+            .sum();
         let rounded = if s >= 0 {
             (s + count / 2) / count
         } else {
             (s - count / 2) / count
         };
-        *p = rounded.clamp(-128, 127) as i8;
+        *p = T::store(rounded.clamp(-128, 127) as i8);
     }
 }
 

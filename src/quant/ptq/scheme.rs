@@ -86,6 +86,38 @@ impl ActQuant {
     }
 }
 
+/// How an int8 code is stored: as itself (`i8`, the reference executor),
+/// or as a uint8 code offset by 128 (`u8`, what the uint8 kernels of the
+/// fast plan take: `x_u8 = x_i8 + 128` keeps every difference of codes).
+pub trait StoredCode: Copy {
+    /// The int8 code.
+    fn code(self) -> i32;
+    /// The stored form of int8 code `code`.
+    fn store(code: i8) -> Self;
+}
+
+impl StoredCode for i8 {
+    #[inline]
+    fn code(self) -> i32 {
+        i32::from(self)
+    }
+    #[inline]
+    fn store(code: i8) -> i8 {
+        code
+    }
+}
+
+impl StoredCode for u8 {
+    #[inline]
+    fn code(self) -> i32 {
+        i32::from(self) - 128
+    }
+    #[inline]
+    fn store(code: i8) -> u8 {
+        (i32::from(code) + 128) as u8
+    }
+}
+
 /// Symmetric per-channel weight quantization: for each of the
 /// `weight.len() / channels` long rows, `scale = max|w| / 127` (1 for an
 /// all-zero row) and codes `round(w / scale)` in `[-127, 127]`.
