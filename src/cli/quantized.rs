@@ -20,7 +20,9 @@ use mobilenet::formats::load::read_bounded;
 use mobilenet::formats::tflite::find_labels;
 use mobilenet::image::{Preprocess, RgbImage, preprocess_into, preprocess_tf_u8};
 use mobilenet::kernels::int8::IntIsa;
-use mobilenet::quant::plan::{QuantizedPlan, QuantizedPlanOptions, QuantizedWorkspace};
+use mobilenet::quant::plan::{
+    QuantizedPlan, QuantizedPlanOptions, QuantizedStepInfo, QuantizedWorkspace,
+};
 use mobilenet::quant::ptq::plan::Int8Plan;
 use mobilenet::quant::{
     QuantParams, QuantizedPipeline, QuantizedTflite, TensorSpec, is_uint8_tflite,
@@ -162,6 +164,17 @@ pub struct QuantStep {
     pub mult_adds: u64,
 }
 
+impl From<&QuantizedStepInfo> for QuantStep {
+    fn from(step: &QuantizedStepInfo) -> QuantStep {
+        QuantStep {
+            name: step.name.clone(),
+            kind: step.kind,
+            output: step.shape.get(1..).unwrap_or_default().to_vec(),
+            mult_adds: step.mult_adds,
+        }
+    }
+}
+
 /// Runs a uint8 model on batches of images: on the fast integer plan
 /// ([`QuantizedPlan`]: packed weights, VNNI/AVX2 kernels, no allocation per
 /// run) when it covers the model (a MobileNet-style chain ending in a
@@ -246,15 +259,7 @@ impl QuantizedEngine {
     /// The steps in execution order.
     pub fn steps(&self) -> Vec<QuantStep> {
         match &self.backend {
-            Backend::Plan { plan, .. } => plan
-                .steps()
-                .map(|step| QuantStep {
-                    name: step.name.clone(),
-                    kind: step.kind,
-                    output: step.shape.get(1..).unwrap_or_default().to_vec(),
-                    mult_adds: step.mult_adds,
-                })
-                .collect(),
+            Backend::Plan { plan, .. } => plan.steps().map(QuantStep::from).collect(),
             Backend::Reference { .. } => self
                 .pipeline
                 .stages()
@@ -430,15 +435,7 @@ impl IntegerRunner {
     pub fn steps(&self) -> Vec<QuantStep> {
         match self {
             IntegerRunner::Uint8 { engine, .. } => engine.steps(),
-            IntegerRunner::Int8 { plan, .. } => plan
-                .steps()
-                .map(|step| QuantStep {
-                    name: step.name.clone(),
-                    kind: step.kind,
-                    output: step.shape.get(1..).unwrap_or_default().to_vec(),
-                    mult_adds: step.mult_adds,
-                })
-                .collect(),
+            IntegerRunner::Int8 { plan, .. } => plan.steps().map(QuantStep::from).collect(),
         }
     }
 
