@@ -285,22 +285,29 @@ impl Int8Classifier {
 
 /// Global average pool of `[H, W, C]` codes, in the same quantization:
 /// `round(sum / count)` with halves away from zero (TFLite's int8
-/// `AveragePool`). Channel by channel, so that it needs no scratch memory.
+/// `AveragePool`). Pixels in order into a stack block of channel sums at a
+/// time, so that it reads memory sequentially and needs no heap scratch.
 pub fn average_pool<T: StoredCode>(input: &[T], channels: usize, pooled: &mut [T]) {
-    let count = (input.len() / channels.max(1)).max(1) as i32;
-    for (c, p) in pooled.iter_mut().enumerate().take(channels) {
-        let s: i32 = input
-            .iter()
-            .skip(c)
-            .step_by(channels.max(1))
-            .map(|&v| v.code())
-            .sum();
-        let rounded = if s >= 0 {
-            (s + count / 2) / count
-        } else {
-            (s - count / 2) / count
-        };
-        *p = T::store(rounded.clamp(-128, 127) as i8);
+    const BLOCK: usize = 256;
+    let channels = channels.max(1);
+    let count = (input.len() / channels).max(1) as i32;
+    let mut sums = [0i32; BLOCK];
+    for (c0, out) in (0..channels).step_by(BLOCK).zip(pooled.chunks_mut(BLOCK)) {
+        let sums = &mut sums[..out.len().min(channels - c0)];
+        sums.fill(0);
+        for pixel in input.chunks_exact(channels) {
+            for (s, &v) in sums.iter_mut().zip(&pixel[c0..]) {
+                *s += v.code();
+            }
+        }
+        for (p, &s) in out.iter_mut().zip(sums.iter()) {
+            let rounded = if s >= 0 {
+                (s + count / 2) / count
+            } else {
+                (s - count / 2) / count
+            };
+            *p = T::store(rounded.clamp(-128, 127) as i8);
+        }
     }
 }
 
@@ -531,4 +538,55 @@ fn observe(net: &MobileNet, calibration: &[Tensor]) -> Result<(Observer, Vec<Obs
         }
     }
     Ok((input, convs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The sum of channel `c` over the pixels, rounded to nearest with
+    /// halves away from zero, written out plainly.
+    fn naive_pool(input: &[i8], channels: usize) -> Vec<i8> {
+        let pixels = input.len() / channels;
+        (0..channels)
+            .map(|c| {
+                let sum: i64 = (0..pixels)
+                    .map(|p| i64::from(input[p * channels + c]))
+                    .sum();
+                let mean = sum as f64 / pixels as f64;
+                (mean.abs() + 0.5)
+                    .floor()
+                    .copysign(mean)
+                    .clamp(-128.0, 127.0) as i8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn average_pool_rounds_halves_away_from_zero_in_both_storages() {
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as i8
+        };
+        // Channel counts below, at and above the 256-channel block; pixel
+        // counts that make exact halves possible.
+        for (pixels, channels) in [(1, 3), (2, 7), (4, 256), (2, 300), (49, 513), (6, 1)] {
+            let input: Vec<i8> = (0..pixels * channels).map(|_| next()).collect();
+            let want = naive_pool(&input, channels);
+            let mut got = vec![0i8; channels];
+            average_pool(&input, channels, &mut got);
+            assert_eq!(got, want, "{pixels} pixels of {channels} channels");
+            let stored: Vec<u8> = input.iter().map(|&v| u8::store(v)).collect();
+            let mut got_u8 = vec![0u8; channels];
+            average_pool(&stored, channels, &mut got_u8);
+            let back: Vec<i8> = got_u8.iter().map(|&v| v.code() as i8).collect();
+            assert_eq!(
+                back, want,
+                "u8 storage, {pixels} pixels of {channels} channels"
+            );
+        }
+    }
 }
