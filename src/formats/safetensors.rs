@@ -50,7 +50,7 @@ use std::fmt;
 use std::io::Write;
 use std::path::Path;
 
-use safetensors::tensor::{Dtype, SafeTensors};
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -74,6 +74,28 @@ pub const SOURCE_FORMAT: &str = "mobilenet";
 
 fn format_err(msg: impl fmt::Display) -> Error {
     Error::Format(format!("mobilenet safetensors: {msg}"))
+}
+
+/// Why `view` is not tensor `name` of `dtype` and `shape`, if it is not:
+/// the check every reader of our safetensors files makes on each tensor.
+pub(crate) fn view_mismatch(
+    name: &str,
+    view: &TensorView,
+    dtype: Dtype,
+    shape: &[usize],
+) -> Option<String> {
+    if view.dtype() != dtype {
+        return Some(format!(
+            "tensor {name} has dtype {}, expected {dtype}",
+            view.dtype()
+        ));
+    }
+    (view.shape() != shape).then(|| {
+        format!(
+            "tensor {name} has shape {:?}, expected {shape:?}",
+            view.shape()
+        )
+    })
 }
 
 /// Writes `model` to `path` in our format, atomically: the bytes go to a
@@ -366,17 +388,8 @@ pub fn from_bytes(bytes: &[u8]) -> Result<LoadedModel> {
     let mut views = HashMap::with_capacity(expected.len());
     for (name, shape) in &expected {
         let view = st.tensor(name).map_err(|e| format_err(e.to_string()))?;
-        if view.dtype() != Dtype::F32 {
-            return Err(format_err(format!(
-                "tensor {name} has dtype {}, expected F32",
-                view.dtype()
-            )));
-        }
-        if view.shape() != shape.as_slice() {
-            return Err(format_err(format!(
-                "tensor {name} has shape {:?}, expected {shape:?}",
-                view.shape()
-            )));
+        if let Some(why) = view_mismatch(name, &view, Dtype::F32, shape) {
+            return Err(format_err(why));
         }
         views.insert(name.as_str(), view);
     }

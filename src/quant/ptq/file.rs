@@ -33,7 +33,7 @@ use crate::formats::ModelMetadata;
 use crate::formats::load::read_bounded;
 use crate::formats::safetensors::{
     FORMAT_NAME, FORMAT_VERSION, QUANTIZATION_KEY, RawTensor, decode_config, encode_config,
-    serialize_raw, write_atomically,
+    serialize_raw, view_mismatch, write_atomically,
 };
 use crate::model::{Architecture, LayerKind};
 
@@ -218,17 +218,8 @@ pub fn from_bytes(bytes: &[u8]) -> Result<Int8MobileNet> {
         let view = st
             .tensor(name)
             .map_err(|_| format_err(format!("missing tensor {name}")))?;
-        if view.dtype() != *dtype {
-            return Err(format_err(format!(
-                "tensor {name} has dtype {}, expected {dtype}",
-                view.dtype()
-            )));
-        }
-        if view.shape() != shape.as_slice() {
-            return Err(format_err(format!(
-                "tensor {name} has shape {:?}, expected {shape:?}",
-                view.shape()
-            )));
+        if let Some(why) = view_mismatch(name, &view, *dtype, shape) {
+            return Err(format_err(why));
         }
         views.insert(name.as_str(), view);
     }
