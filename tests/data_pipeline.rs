@@ -14,7 +14,7 @@ use image::{ImageFormat, Rgb, RgbImage as ImgRgb};
 use mobilenet::Error;
 use mobilenet::data::{
     Augment, Batch, Crop, Dataset, FASHION_MNIST_CLASSES, IdxArray, IdxDataset, ImageFolder,
-    Loader, LoaderConfig, MAX_IDX_BYTES, Normalize, check_same_classes, split_indices,
+    Loader, LoaderConfig, MAX_IDX_BYTES, Normalize, RandomErase, check_same_classes, split_indices,
     train_val_split,
 };
 use mobilenet::image::{Preprocess, RgbImage, TORCH_MEAN, TORCH_STD, preprocess};
@@ -641,6 +641,10 @@ fn crops_keep_shape_and_range() {
             crop: Crop::Center(Preprocess::Torch),
             ..Augment::eval_resize(16, unit)
         },
+        Augment {
+            erase: Some(RandomErase::with_probability(1.0)),
+            ..Augment::pad_crop(28, 2, unit)
+        },
     ];
     for augment in augments {
         for index in 0..20 {
@@ -663,6 +667,19 @@ fn crops_keep_shape_and_range() {
     assert!(!Augment::eval_resize(32, unit).is_random());
     assert!(Augment::pad_crop(32, 4, unit).is_random());
     assert!(Augment::random_resized(32, unit).is_random());
+    let erasing = Augment {
+        erase: Some(RandomErase::with_probability(0.5)),
+        ..Augment::eval_pad(32, unit)
+    };
+    assert!(erasing.is_random());
+    assert!(
+        Augment {
+            erase: Some(RandomErase::with_probability(-0.1)),
+            ..erasing
+        }
+        .validate()
+        .is_err()
+    );
 }
 
 #[test]
@@ -686,6 +703,7 @@ fn flips_mirror_and_crops_vary() {
     let image = gradient(9, 9);
     let augment = Augment {
         flip: true,
+        erase: None,
         ..Augment::eval_resize(9, Normalize::Tf)
     };
     let mut mirrored = image.clone();

@@ -71,6 +71,7 @@ pub fn run(args: &Args) -> Result<()> {
             size,
             crop: Crop::Center(preprocess),
             flip: false,
+            erase: None,
             normalize,
         },
     };

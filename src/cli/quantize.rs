@@ -130,6 +130,7 @@ fn eval_augment(kind: SourceKind, size: usize, preprocess: Preprocess) -> Augmen
             size,
             crop: Crop::Center(preprocess),
             flip: false,
+            erase: None,
             normalize,
         },
     }

@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::cli::summary::strides_arg;
 use mobilenet::data::{
-    Augment, Crop, Dataset, Loader, LoaderConfig, Normalize, Source, SourceKind, Split,
-    check_same_classes, open_dataset, train_val_split,
+    Augment, Crop, Dataset, Loader, LoaderConfig, Normalize, RandomErase, Source, SourceKind,
+    Split, check_same_classes, open_dataset, train_val_split,
 };
 use mobilenet::engine::Parallelism;
 use mobilenet::formats::{ModelMetadata, load_model};
@@ -135,6 +135,12 @@ pub struct RunArgs {
     /// No random horizontal flips (e.g. for digits).
     #[arg(long)]
     pub no_flip: bool,
+    /// Random erasing (Zhong et al. 2017): the chance, 0-1, that a training
+    /// image gets a random rectangle (2-40 % of its area) of noise [default:
+    /// 0, off].
+    #[arg(long, default_value_t = 0.0)]
+    #[serde(default)]
+    pub erase: f64,
     /// Seed of initialisation, shuffling, augmentation and dropout.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -249,6 +255,9 @@ pub fn run(args: &Args) -> Result<()> {
         augmentations(train_source.kind, resolution, normalize, !run_args.no_flip);
     if let (Some(pad), Crop::Pad { .. }) = (run_args.pad, train_augment.crop) {
         train_augment.crop = Crop::Pad { pad };
+    }
+    if run_args.erase > 0.0 {
+        train_augment.erase = Some(RandomErase::with_probability(run_args.erase));
     }
     let loader_config = LoaderConfig {
         batch_size: run_args.batch,
@@ -410,6 +419,7 @@ fn augmentations(
                 size,
                 crop: Crop::Center(preprocess),
                 flip: false,
+                erase: None,
                 normalize,
             };
             (train, eval)

@@ -11,6 +11,7 @@ use std::str::FromStr;
 use image::imageops::{self, FilterType};
 use image::{ImageBuffer, Rgb};
 use rand_chacha::ChaCha8Rng;
+use rand_chacha::rand_core::RngCore;
 
 use super::rng::{self, Purpose};
 use crate::error::{Error, Result};
@@ -156,8 +157,85 @@ impl Crop {
     };
 }
 
+/// Random erasing (Zhong et al. 2017, "Random Erasing Data Augmentation";
+/// torchvision `RandomErasing`): with probability `probability`, a rectangle
+/// of a random fraction `scale` of the image area and aspect ratio in
+/// `ratio` (log-uniform) is filled with random pixel values. It keeps a
+/// network from relying on any one part of an object, which is what takes
+/// small-image classifiers past the plateau that crops and flips reach.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RandomErase {
+    /// Chance that a sample is erased at all, in `[0, 1]`.
+    pub probability: f64,
+    /// Fraction of the image area erased, `0 < lo <= hi < 1`.
+    pub scale: (f64, f64),
+    /// Height / width of the rectangle, `0 < lo <= hi`.
+    pub ratio: (f64, f64),
+}
+
+impl RandomErase {
+    /// The paper's (and torchvision's) ranges, area 2-40 %, aspect 0.3-3.3,
+    /// applied with `probability`.
+    pub fn with_probability(probability: f64) -> RandomErase {
+        RandomErase {
+            probability,
+            scale: (0.02, 0.4),
+            ratio: (0.3, 1.0 / 0.3),
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
+        let (s0, s1) = self.scale;
+        let (r0, r1) = self.ratio;
+        if !(0.0..=1.0).contains(&self.probability)
+            || !(s0 > 0.0 && s0 <= s1 && s1 < 1.0)
+            || !(r0 > 0.0 && r0 <= r1 && r1.is_finite())
+        {
+            return Err(Error::InvalidConfig(format!(
+                "random erasing needs a probability in [0, 1], 0 < scale lo <= hi < 1 and 0 < ratio lo <= hi, got {self:?}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Erases one rectangle of the `size x size` HWC image `pixels` with
+    /// probability [`RandomErase::probability`]. The noise is gray (equal
+    /// R, G and B) when the image is gray, so that grayscale data such as
+    /// Fashion-MNIST stays grayscale.
+    fn apply(&self, pixels: &mut [u8], size: usize, rng: &mut ChaCha8Rng) {
+        if rng::uniform(rng, 0.0, 1.0) >= self.probability {
+            return;
+        }
+        let area = (size * size) as f64;
+        let (log_lo, log_hi) = (self.ratio.0.ln(), self.ratio.1.ln());
+        for _ in 0..10 {
+            let target = area * rng::uniform(rng, self.scale.0, self.scale.1);
+            let aspect = rng::uniform(rng, log_lo, log_hi).exp();
+            let h = (target * aspect).sqrt().round() as usize;
+            let w = (target / aspect).sqrt().round() as usize;
+            if h == 0 || w == 0 || h >= size || w >= size {
+                continue;
+            }
+            let top = rng::below(rng, size - h + 1);
+            let left = rng::below(rng, size - w + 1);
+            let gray = pixels.chunks_exact(3).all(|p| p[0] == p[1] && p[1] == p[2]);
+            for row in pixels.chunks_exact_mut(size * 3).skip(top).take(h) {
+                for pixel in row[left * 3..(left + w) * 3].chunks_exact_mut(3) {
+                    if gray {
+                        pixel.fill(rng.next_u32() as u8);
+                    } else {
+                        pixel.iter_mut().for_each(|v| *v = rng.next_u32() as u8);
+                    }
+                }
+            }
+            return;
+        }
+    }
+}
+
 /// A sample's path from stored image to network input: crop/resize to
-/// `size`, optional random horizontal flip, normalisation.
+/// `size`, optional random horizontal flip, optional random erasing,
+/// normalisation.
 ///
 /// ```
 /// use mobilenet::data::{Augment, Normalize};
@@ -180,6 +258,8 @@ pub struct Augment {
     pub crop: Crop,
     /// Flip horizontally with probability 1/2.
     pub flip: bool,
+    /// Erase a random rectangle after the crop and flip.
+    pub erase: Option<RandomErase>,
     /// Pixel values to network inputs.
     pub normalize: Normalize,
 }
@@ -191,6 +271,7 @@ impl Augment {
             size,
             crop: Crop::INCEPTION,
             flip: true,
+            erase: None,
             normalize,
         }
     }
@@ -202,6 +283,7 @@ impl Augment {
             size,
             crop: Crop::Pad { pad },
             flip: true,
+            erase: None,
             normalize,
         }
     }
@@ -213,6 +295,7 @@ impl Augment {
             size,
             crop: Crop::Pad { pad: 0 },
             flip: false,
+            erase: None,
             normalize,
         }
     }
@@ -223,14 +306,16 @@ impl Augment {
             size,
             crop: Crop::Resize,
             flip: false,
+            erase: None,
             normalize,
         }
     }
 
-    /// Whether the output depends on the random stream (a random crop or
-    /// flip), i.e. differs between epochs.
+    /// Whether the output depends on the random stream (a random crop,
+    /// flip or erasing), i.e. differs between epochs.
     pub fn is_random(&self) -> bool {
         self.flip
+            || self.erase.is_some_and(|e| e.probability > 0.0)
             || matches!(
                 self.crop,
                 Crop::RandomResized { .. } | Crop::Pad { pad: 1.. }
@@ -266,6 +351,9 @@ impl Augment {
                 )));
             }
             _ => {}
+        }
+        if let Some(erase) = &self.erase {
+            erase.validate()?;
         }
         self.normalize.validate()
     }
@@ -316,6 +404,9 @@ impl Augment {
             for row in pixels.chunks_exact_mut(size * 3) {
                 flip_row(row);
             }
+        }
+        if let Some(erase) = &self.erase {
+            erase.apply(&mut pixels, size, &mut rng);
         }
         Ok(pixels)
     }
@@ -476,6 +567,83 @@ mod tests {
                 assert!(bw >= 1 && bh >= 1 && left + bw <= w && top + bh <= h);
             }
         }
+    }
+
+    #[test]
+    fn random_erase_fills_one_rectangle_with_gray_noise_on_gray_images() {
+        let erase = RandomErase::with_probability(1.0);
+        let size = 28;
+        let mut erased_any = 0;
+        for index in 0..100 {
+            let mut pixels = vec![200u8; size * size * 3];
+            let mut rng = rng::stream(3, Purpose::Augment, 0, index);
+            erase.apply(&mut pixels, size, &mut rng);
+            assert!(pixels.chunks_exact(3).all(|p| p[0] == p[1] && p[1] == p[2]));
+            // The changed pixels lie in one rectangle of at most 40 % of the image.
+            let changed: Vec<(usize, usize)> = (0..size * size)
+                .filter(|&i| pixels[i * 3] != 200)
+                .map(|i| (i / size, i % size))
+                .collect();
+            if changed.is_empty() {
+                continue;
+            }
+            erased_any += 1;
+            let (y0, y1) = (
+                changed.iter().map(|c| c.0).min().unwrap(),
+                changed.iter().map(|c| c.0).max().unwrap(),
+            );
+            let (x0, x1) = (
+                changed.iter().map(|c| c.1).min().unwrap(),
+                changed.iter().map(|c| c.1).max().unwrap(),
+            );
+            let box_area = (y1 - y0 + 1) * (x1 - x0 + 1);
+            assert!(
+                box_area as f64 <= 0.4 * (size * size) as f64 + 2.0 * size as f64,
+                "{box_area}"
+            );
+            assert!(y1 - y0 + 1 < size && x1 - x0 + 1 < size);
+        }
+        assert!(erased_any > 90, "{erased_any}");
+    }
+
+    #[test]
+    fn random_erase_respects_its_probability_and_colours() {
+        let erase = RandomErase::with_probability(0.5);
+        let size = 16;
+        let base: Vec<u8> = (0..size * size).flat_map(|_| [10u8, 20, 30]).collect();
+        let mut erased = 0;
+        for index in 0..400 {
+            let mut pixels = base.clone();
+            let mut rng = rng::stream(4, Purpose::Augment, 0, index);
+            erase.apply(&mut pixels, size, &mut rng);
+            if pixels != base {
+                erased += 1;
+                // Colour images get independent channel noise.
+                assert!(
+                    pixels
+                        .chunks_exact(3)
+                        .any(|p| p != [10, 20, 30] && (p[0] != p[1] || p[1] != p[2]))
+                );
+            }
+        }
+        assert!((150..=250).contains(&erased), "{erased}");
+        let never = RandomErase::with_probability(0.0);
+        let mut pixels = base.clone();
+        never.apply(
+            &mut pixels,
+            size,
+            &mut rng::stream(4, Purpose::Augment, 0, 0),
+        );
+        assert_eq!(pixels, base);
+        assert!(
+            RandomErase {
+                scale: (0.5, 1.0),
+                ..never
+            }
+            .validate()
+            .is_err()
+        );
+        assert!(RandomErase::with_probability(1.5).validate().is_err());
     }
 
     #[test]

@@ -38,7 +38,7 @@ mod rng;
 mod source;
 mod split;
 
-pub use augment::{Augment, Crop, FASHION_MNIST_MEAN, FASHION_MNIST_STD, Normalize};
+pub use augment::{Augment, Crop, FASHION_MNIST_MEAN, FASHION_MNIST_STD, Normalize, RandomErase};
 pub use folder::{IMAGE_EXTENSIONS, ImageFolder};
 pub use idx::{FASHION_MNIST_CLASSES, IdxArray, IdxDataset, MAX_IDX_BYTES};
 pub use loader::{Batch, Epoch, Loader, LoaderConfig};
