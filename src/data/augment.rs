@@ -187,10 +187,10 @@ impl RandomErase {
     fn validate(&self) -> Result<()> {
         let (s0, s1) = self.scale;
         let (r0, r1) = self.ratio;
-        if !(0.0..=1.0).contains(&self.probability)
-            || !(s0 > 0.0 && s0 <= s1 && s1 < 1.0)
-            || !(r0 > 0.0 && r0 <= r1 && r1.is_finite())
-        {
+        let probability_ok = (0.0..=1.0).contains(&self.probability);
+        let scale_ok = s0 > 0.0 && s0 <= s1 && s1 < 1.0;
+        let ratio_ok = r0 > 0.0 && r0 <= r1 && r1.is_finite();
+        if !(probability_ok && scale_ok && ratio_ok) {
             return Err(Error::InvalidConfig(format!(
                 "random erasing needs a probability in [0, 1], 0 < scale lo <= hi < 1 and 0 < ratio lo <= hi, got {self:?}"
             )));
