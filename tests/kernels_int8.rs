@@ -2,10 +2,11 @@
 //! (`quant::*`): bit-exact on random shapes, channel counts, zero points,
 //! multipliers, strides and paddings, for every integer ISA this CPU has.
 
+use mobilenet::Error;
 use mobilenet::kernels::int8::im2col::{PatchGeometry, im2col};
 use mobilenet::kernels::int8::pool::{PoolGeometry, average_pool};
 use mobilenet::kernels::int8::{
-    DepthwiseGeometry, IntIsa, OutputQuant, PackedDepthwise3x3, PackedGemm,
+    DepthwiseGeometry, IntIsa, OutputQuant, PackedDepthwise3x3, PackedGemm, PackedStem,
 };
 use mobilenet::quant::conv::{Conv2d, ConvKind, ConvSpec, conv_multiplier};
 use mobilenet::quant::fixed_point::multiply_by_quantized_multiplier;
@@ -388,6 +389,70 @@ proptest! {
         }
     }
 
+    /// The direct stem kernel equals im2col + the portable GEMM (itself
+    /// checked against the reference conv above), on any rows band.
+    #[test]
+    fn stem_matches_im2col_gemm(
+        seed in any::<u64>(),
+        h in 1..12usize,
+        w in 1..12usize,
+        cin in prop_oneof![Just(3usize), 1..6usize],
+        cout in channels(),
+        kh in 1..4usize,
+        kw in 1..4usize,
+        stride in (1..4usize, 1..4usize),
+        pad in (0..3usize, 0..3usize, 0..3usize, 0..3usize),
+        zx in zero_point(),
+        zw in zero_point(),
+        zo in zero_point(),
+        per_channel in any::<bool>(),
+    ) {
+        if !IntIsa::Avx512Vnni.is_supported() {
+            eprintln!("skipped: this CPU has no AVX-512 VNNI, the stem kernel's only ISA");
+            return Ok(());
+        }
+        let (pt, pl, pb, pr) = pad;
+        if kw * cin > 16 || h + pt + pb < kh || w + pl + pr < kw {
+            return Err(TestCaseError::reject("unsupported or empty"));
+        }
+        let out = [(h + pt + pb - kh) / stride.0 + 1, (w + pl + pr - kw) / stride.1 + 1];
+        let geom = PatchGeometry {
+            input: [h, w],
+            channels: cin,
+            kernel: [kh, kw],
+            stride: [stride.0, stride.1],
+            dilation: [1, 1],
+            pad: [pt, pl],
+            output: out,
+        };
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let k = kh * kw * cin;
+        let weights = bytes(&mut rng, cout * k);
+        let bias = biases(&mut rng, cout);
+        let input = bytes(&mut rng, h * w * cin);
+        let (mults, shifts): (Vec<i32>, Vec<i32>) = if per_channel {
+            (0..cout).map(|_| (rng.random_range(1 << 30..i32::MAX), rng.random_range(-12..2))).unzip()
+        } else {
+            (vec![1 << 30; cout], vec![-6; cout])
+        };
+        let quant = || OutputQuant::new(&mults, &shifts, zo, 0, 255).unwrap();
+        let mut patches = vec![0u8; out[0] * out[1] * k];
+        im2col(&geom, &input, zx as u8, 0..out[0], &mut patches).unwrap();
+        let gemm = PackedGemm::new(IntIsa::Portable, &weights, cout, k, zw, zx, &bias, quant()).unwrap();
+        let mut want = vec![0u8; out[0] * out[1] * cout];
+        gemm.run(&patches, out[0] * out[1], &mut want).unwrap();
+        let stem = PackedStem::new(IntIsa::Avx512Vnni, &weights, cout, geom, zw, zx, &bias, quant()).unwrap();
+        let mut got = vec![0u8; want.len()];
+        stem.run(&input, 0..out[0], &mut got).unwrap();
+        prop_assert_eq!(&got, &want);
+        // A band of rows writes exactly those rows.
+        let band = out[0] / 2..out[0];
+        let row = out[1] * cout;
+        let mut part = vec![0u8; band.len() * row];
+        stem.run(&input, band.clone(), &mut part).unwrap();
+        prop_assert_eq!(&part[..], &want[band.start * row..]);
+    }
+
     /// The pool equals the reference average pool.
     #[test]
     fn pool_matches_reference(
@@ -516,6 +581,61 @@ fn kernels_refuse_bad_lengths() {
     assert!(OutputQuant::new(&[1], &[0, 0], 0, 0, 255).is_err());
     assert!(OutputQuant::new(&[1], &[0], 0, 10, 5).is_err());
     assert!(OutputQuant::new(&[1], &[0], 0, 0, 256).is_err());
+}
+
+#[test]
+fn stem_refuses_what_it_cannot_run() {
+    let geom = PatchGeometry {
+        input: [8, 8],
+        channels: 3,
+        kernel: [3, 3],
+        stride: [2, 2],
+        dilation: [1, 1],
+        pad: [0, 0],
+        output: [3, 3],
+    };
+    let quant = || OutputQuant::per_tensor(4, 1 << 30, -3, 0, 0, 255).unwrap();
+    let (w, b) = (vec![7u8; 4 * 27], vec![0i32; 4]);
+    let new = |isa, geom, w: &[u8], zw| PackedStem::new(isa, w, 4, geom, zw, 0, &b, quant());
+    // Other ISAs, dilation and too wide kernel rows belong to im2col + GEMM.
+    assert!(!PackedStem::supports(IntIsa::Portable, &geom));
+    assert!(new(IntIsa::Portable, geom, &w, 0).is_err());
+    let dilated = PatchGeometry {
+        dilation: [2, 2],
+        ..geom
+    };
+    assert!(!PackedStem::supports(IntIsa::Avx512Vnni, &dilated));
+    let wide = PatchGeometry {
+        channels: 6,
+        ..geom
+    };
+    assert!(!PackedStem::supports(IntIsa::Avx512Vnni, &wide));
+    if !IntIsa::Avx512Vnni.is_supported() {
+        eprintln!("skipped the rest: this CPU has no AVX-512 VNNI");
+        return;
+    }
+    let isa = IntIsa::Avx512Vnni;
+    assert!(matches!(new(isa, geom, &w[1..], 0), Err(Error::Shape(_))));
+    assert!(matches!(
+        new(isa, geom, &w, 256),
+        Err(Error::InvalidConfig(_))
+    ));
+    let empty = PatchGeometry {
+        output: [0, 3],
+        ..geom
+    };
+    assert!(new(isa, empty, &w, 0).is_err());
+    let huge = PatchGeometry {
+        input: [usize::MAX, 2],
+        ..geom
+    };
+    assert!(matches!(new(isa, huge, &w, 0), Err(Error::TooLarge(_))));
+    let stem = new(isa, geom, &w, 0).unwrap();
+    let mut out = vec![0u8; 9 * 4];
+    assert!(stem.run(&[0; 8 * 8 * 3 - 1], 0..3, &mut out).is_err());
+    assert!(stem.run(&[0; 8 * 8 * 3], 0..4, &mut out).is_err());
+    assert!(stem.run(&[0; 8 * 8 * 3], 0..2, &mut out).is_err());
+    assert!(stem.run(&[0; 8 * 8 * 3], 0..3, &mut out).is_ok());
 }
 
 #[test]

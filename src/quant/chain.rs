@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::kernels::int8::im2col::{PatchGeometry, im2col};
 use crate::kernels::int8::pool::{PoolGeometry, average_pool};
 use crate::kernels::int8::{
-    DepthwiseGeometry, IntIsa, OutputQuant, PackedDepthwise3x3, PackedGemm,
+    DepthwiseGeometry, IntIsa, OutputQuant, PackedDepthwise3x3, PackedGemm, PackedStem,
 };
 
 /// What one step is, for profiles and reports.
@@ -51,6 +51,9 @@ pub(crate) enum StepOp {
         /// The input zero point, for the taps im2col pads with.
         zero_point: u8,
     },
+    /// A full conv over a few input channels read straight from the
+    /// image (the stem on VNNI), split by output rows.
+    Stem(PackedStem),
     Depthwise {
         kernel: PackedDepthwise3x3,
         geom: DepthwiseGeometry,
@@ -75,8 +78,9 @@ pub(crate) struct StepQuant<'a> {
 impl StepOp {
     /// A full convolution of `geom` with `weights` `[C_out][kh][kw][C_in]`
     /// (im2col's patch order): a GEMM on the activations themselves for a
-    /// plain 1x1 conv, through im2col otherwise. Returns the step and its
-    /// mult-adds.
+    /// plain 1x1 conv, the direct [`PackedStem`] kernel for few input
+    /// channels where the ISA has one, through im2col otherwise. Returns the
+    /// step and its mult-adds.
     pub(crate) fn conv(
         isa: IntIsa,
         weights: &[u8],
@@ -85,6 +89,25 @@ impl StepOp {
         quant: StepQuant<'_>,
     ) -> Result<(StepOp, u64)> {
         let k = geom.depth();
+        let direct = geom.kernel == [1, 1]
+            && geom.stride == [1, 1]
+            && geom.pad == [0, 0]
+            && geom.input == geom.output;
+        let [rows, row_pixels] = geom.output;
+        let mult_adds = (rows * row_pixels * out_channels * k) as u64;
+        if !direct && PackedStem::supports(isa, &geom) {
+            let stem = PackedStem::new(
+                isa,
+                weights,
+                out_channels,
+                geom,
+                quant.weight_zero_point,
+                quant.input_zero_point,
+                quant.bias,
+                quant.output,
+            )?;
+            return Ok((StepOp::Stem(stem), mult_adds));
+        }
         let gemm = PackedGemm::new(
             isa,
             weights,
@@ -95,11 +118,6 @@ impl StepOp {
             quant.bias,
             quant.output,
         )?;
-        let direct = geom.kernel == [1, 1]
-            && geom.stride == [1, 1]
-            && geom.pad == [0, 0]
-            && geom.input == geom.output;
-        let [rows, row_pixels] = geom.output;
         let op = StepOp::Gemm {
             gemm,
             rows,
@@ -107,7 +125,7 @@ impl StepOp {
             patches: (!direct).then_some(geom),
             zero_point: quant.input_zero_point as u8,
         };
-        Ok((op, (rows * row_pixels * out_channels * k) as u64))
+        Ok((op, mult_adds))
     }
 
     /// A 3x3 depthwise convolution of `geom` with `weights` `[3][3][C]`.
@@ -144,6 +162,10 @@ impl StepOp {
                 Some(p) => p.input[0] * p.input[1] * p.channels,
                 None => rows * row_pixels * gemm.dims().1,
             },
+            StepOp::Stem(stem) => {
+                let g = stem.geometry();
+                g.input[0] * g.input[1] * g.channels
+            }
             StepOp::Depthwise { geom, .. } => geom.input_len(),
             StepOp::Pool { geom, .. } => geom.input[0] * geom.input[1] * geom.channels,
             StepOp::Softmax(_) | StepOp::Reshape => out_len,
@@ -159,6 +181,10 @@ impl StepOp {
                 row_pixels,
                 ..
             } => Some(rows * row_pixels * gemm.dims().0),
+            StepOp::Stem(stem) => {
+                let g = stem.geometry();
+                Some(g.output[0] * g.output[1] * stem.dims().0)
+            }
             StepOp::Depthwise { geom, .. } => Some(geom.output[0] * geom.output_row_len()),
             _ => None,
         }
@@ -619,6 +645,18 @@ impl<H: Head> Chain<H> {
                         )
                     }
                 }
+            }
+            StepOp::Stem(stem) => {
+                let g = stem.geometry();
+                split_units(
+                    split,
+                    g.output[0],
+                    g.output[1] * stem.dims().0,
+                    0,
+                    dst,
+                    &mut [],
+                    |part, out, _| stem.run(src, part, out),
+                )
             }
             StepOp::Depthwise { kernel, geom } => split_units(
                 split,

@@ -16,6 +16,7 @@
 //! | [`depthwise`] | 3x3 depthwise conv, channels innermost |
 //! | [`im2col`] | patches of a general conv as GEMM rows |
 //! | [`pool`] | average pooling |
+//! | [`stem`] | the first layer's conv straight from the image (VNNI), no im2col |
 
 pub mod depthwise;
 pub mod gemm;
@@ -23,8 +24,10 @@ pub mod im2col;
 pub mod isa;
 pub mod pool;
 pub mod requant;
+pub mod stem;
 
 pub use depthwise::{DepthwiseGeometry, PackedDepthwise3x3};
 pub use gemm::PackedGemm;
 pub use isa::IntIsa;
 pub use requant::OutputQuant;
+pub use stem::PackedStem;
