@@ -87,10 +87,36 @@ pub struct PackedDepthwise3x3 {
     /// The input zero point for every channel: what outside taps read.
     pad_row: Vec<u8>,
     quant: OutputQuant,
-    /// The SIMD paths' blocks of [`Lanes::BLOCK_VECTORS`] vectors each, in
+    /// The SIMD paths' blocks of [`Lanes::block_vectors`] vectors each, in
     /// their lane order (empty for the portable path).
     blocks: Vec<i32>,
 }
+
+/// Which taps share a `vpmaddwd` lane pair, in packing order.
+type TapPairs = [(usize, Option<usize>)];
+
+/// Taps in row-major order, two by two: (0, 1), (2, 3), (4, 5), (6, 7),
+/// (8, -). Any pixel's nine taps in five multiplies (the AVX2 path).
+const ROW_MAJOR_PAIRS: [(usize, Option<usize>); 5] = [
+    (0, Some(1)),
+    (2, Some(3)),
+    (4, Some(5)),
+    (6, Some(7)),
+    (8, None),
+];
+
+/// Kernel rows 0 and 1 of each column paired, row 2 alone: (0, 3), (1, 4),
+/// (2, 5), (6, -), (7, -), (8, -). An input column's vectors then serve
+/// every output pixel that reads it (the AVX-512 path, which slides along
+/// output rows).
+const COLUMN_PAIRS: [(usize, Option<usize>); 6] = [
+    (0, Some(3)),
+    (1, Some(4)),
+    (2, Some(5)),
+    (6, None),
+    (7, None),
+    (8, None),
+];
 
 /// The lane order of the paired-tap SIMD layout for vectors of `LANES128`
 /// 128-bit lanes: a block of `8 * LANES128` channels is two halves of
@@ -104,49 +130,50 @@ impl<const LANES128: usize> Lanes<LANES128> {
     const BLOCK: usize = 8 * LANES128;
     /// `i32` lanes per vector.
     const WIDTH: usize = 4 * LANES128;
-    /// Vectors per packed block: 5 tap pairs, bias, multiplier, left and
-    /// right shifts, each as two halves.
-    const BLOCK_VECTORS: usize = 2 * 9;
+
+    /// Vectors per packed block for `pairs`: each tap pair, bias,
+    /// multiplier, left and right shifts, each as two halves.
+    const fn block_vectors(pairs: usize) -> usize {
+        2 * (pairs + 4)
+    }
 
     /// The channel (within its block) of lane `j` of half `h`.
     fn channel(h: usize, j: usize) -> usize {
         8 * (j / 4) + 4 * h + j % 4
     }
 
-    /// Packs every block: vector `2 p + h` is tap pair `p` (taps `2p` and
-    /// `2p + 1`, the tenth tap zero), then bias, multiplier, left and right
-    /// shifts. Padded channels get zero weights and repeat the epilogue of
-    /// the last channel.
-    fn pack(taps: &[i32], padded: usize, col: &[i32], quant: &OutputQuant) -> Vec<i32> {
+    /// Packs every block: vector `2 p + h` is tap pair `p` of `pairs`
+    /// (the first tap in the low 16 bits, the second, or zero, in the
+    /// high), then bias, multiplier, left and right shifts. Padded channels
+    /// get zero weights and repeat the epilogue of the last channel.
+    fn pack(
+        taps: &[i32],
+        padded: usize,
+        col: &[i32],
+        quant: &OutputQuant,
+        pairs: &TapPairs,
+    ) -> Vec<i32> {
         let channels = quant.channels();
         let blocks = channels.div_ceil(Self::BLOCK);
-        let mut out = vec![0i32; blocks * Self::BLOCK_VECTORS * Self::WIDTH];
-        for (b, block) in out
-            .chunks_exact_mut(Self::BLOCK_VECTORS * Self::WIDTH)
-            .enumerate()
-        {
+        let per_block = Self::block_vectors(pairs.len()) * Self::WIDTH;
+        let mut out = vec![0i32; blocks * per_block];
+        for (b, block) in out.chunks_exact_mut(per_block).enumerate() {
             for (v, vector) in block.chunks_exact_mut(Self::WIDTH).enumerate() {
                 let h = v % 2;
                 for (j, lane) in vector.iter_mut().enumerate() {
                     let c = b * Self::BLOCK + Self::channel(h, j);
                     let real = c.min(channels - 1);
-                    let tap = |t: usize| {
-                        if t < 9 && c < channels {
-                            taps[t * padded + c]
-                        } else {
-                            0
-                        }
+                    let tap = |t: Option<usize>| match t {
+                        Some(t) if c < channels => taps[t * padded + c],
+                        _ => 0,
                     };
-                    *lane = match v / 2 {
-                        p @ 0..=4 => tap(2 * p) | tap(2 * p + 1) << 16,
-                        5 => {
-                            if c < channels {
-                                col[c]
-                            } else {
-                                0
-                            }
-                        }
-                        k => quant.channel_params(real)[k - 6],
+                    let p = v / 2;
+                    *lane = if let Some(&(first, second)) = pairs.get(p) {
+                        tap(Some(first)) | tap(second) << 16
+                    } else if p == pairs.len() {
+                        if c < channels { col[c] } else { 0 }
+                    } else {
+                        quant.channel_params(real)[p - pairs.len() - 1]
                     };
                 }
             }
@@ -210,8 +237,8 @@ impl PackedDepthwise3x3 {
             *c = c.wrapping_add(b);
         }
         let blocks = match isa {
-            IntIsa::Avx512Vnni => Lanes::<4>::pack(&taps, padded, &col, &quant),
-            IntIsa::Avx2 => Lanes::<2>::pack(&taps, padded, &col, &quant),
+            IntIsa::Avx512Vnni => Lanes::<4>::pack(&taps, padded, &col, &quant, &COLUMN_PAIRS),
+            IntIsa::Avx2 => Lanes::<2>::pack(&taps, padded, &col, &quant, &ROW_MAJOR_PAIRS),
             IntIsa::Portable => Vec::new(),
         };
         Ok(PackedDepthwise3x3 {
@@ -397,7 +424,8 @@ fn for_each_pixel_ptr(
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use super::{
-        DepthwiseGeometry, Lanes, PackedDepthwise3x3, Taps, for_each_pixel, for_each_pixel_ptr,
+        COLUMN_PAIRS, DepthwiseGeometry, Lanes, PackedDepthwise3x3, ROW_MAJOR_PAIRS,
+        for_each_pixel, for_each_pixel_ptr,
     };
     use crate::kernels::int8::requant::x86::{
         Lanes256, Lanes512, clamp_words_avx512, requantize_lanes_avx2, rescale_avx512, words_avx512,
@@ -405,6 +433,19 @@ mod x86 {
     use std::arch::x86_64::*;
     use std::ops::Range;
 
+    /// One input column's vectors for a block of 32 channels: kernel rows
+    /// 0 and 1 interleaved (the [`COLUMN_PAIRS`] pairs), row 2 beside
+    /// zeros; low and high halves.
+    #[derive(Clone, Copy)]
+    struct Column {
+        pair: [__m512i; 2],
+        single: [__m512i; 2],
+    }
+
+    /// Slides along each output row: every input column is loaded,
+    /// widened and interleaved once and serves the up to three output
+    /// pixels that read it (one at stride 2), instead of once per tap.
+    ///
     /// # Safety
     /// AVX-512 F/BW/VL available; lengths checked by the caller.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
@@ -417,8 +458,12 @@ mod x86 {
     ) {
         type L = Lanes<4>;
         let n = k.channels;
+        let [h, w] = geom.input;
+        let [sh, sw] = geom.stride;
+        let [pt, pl] = geom.pad;
+        let out_w = geom.output[1];
         let out = output.as_mut_ptr();
-        let block_len = L::BLOCK_VECTORS * L::WIDTH;
+        let block_len = L::block_vectors(COLUMN_PAIRS.len()) * L::WIDTH;
         for (b, block) in k.blocks.chunks_exact(block_len).enumerate() {
             let c0 = b * L::BLOCK;
             let valid = (n - c0).min(L::BLOCK);
@@ -427,66 +472,132 @@ mod x86 {
             } else {
                 (1 << valid) - 1
             };
-            // SAFETY: `block` holds `BLOCK_VECTORS` vectors of 16 lanes.
+            // SAFETY: `block` holds `block_len / 16` vectors of 16 lanes.
             let v =
                 |i: usize| unsafe { _mm512_loadu_si512(block.as_ptr().add(i * L::WIDTH).cast()) };
-            let weights: [__m512i; 10] = std::array::from_fn(v);
-            let col = [v(10), v(11)];
-            let lanes = [0, 1].map(|h| Lanes512::new(v(12 + h), v(14 + h), v(16 + h)));
-            // One pixel's codes from its tap pointers `$tap(t)`; a macro
-            // rather than a function so interior pixels' offsets stay
-            // loop-invariant registers.
-            macro_rules! pixel {
-                ($tap:expr, $at:expr) => {{
-                    // SAFETY: every tap points at `n` readable bytes and
-                    // the loads are masked to channels `c0 .. c0 + valid
-                    // <= n`; pixel `at` of `rows` owns `output[at n ..
-                    // (at + 1) n]` (the caller checked `output` holds every
-                    // pixel of `rows`) and the store is masked the same way.
-                    unsafe {
-                        let x = |t: usize| {
-                            let tap: *const u8 = $tap(t);
-                            _mm512_cvtepu8_epi16(_mm256_maskz_loadu_epi8(mask, tap.add(c0).cast()))
-                        };
-                        let (mut lo, mut hi) = (col[0], col[1]);
-                        for p in 0..5 {
-                            let a = x(2 * p);
-                            let b = if p < 4 {
-                                x(2 * p + 1)
-                            } else {
-                                _mm512_setzero_si512()
-                            };
-                            let pair_lo = _mm512_unpacklo_epi16(a, b);
-                            let pair_hi = _mm512_unpackhi_epi16(a, b);
-                            lo = _mm512_add_epi32(lo, _mm512_madd_epi16(pair_lo, weights[2 * p]));
-                            hi = _mm512_add_epi32(
-                                hi,
-                                _mm512_madd_epi16(pair_hi, weights[2 * p + 1]),
-                            );
-                        }
-                        let lo = rescale_avx512(&k.quant, &lanes[0], lo);
-                        let hi = rescale_avx512(&k.quant, &lanes[1], hi);
-                        // `packs` restores channel order: lane k holds
-                        // channels 8k..8k+4 of `lo`, then 8k+4..8k+8 of `hi`.
-                        let words = clamp_words_avx512(&k.quant, words_avx512(lo, hi));
-                        let codes = _mm512_cvtepi16_epi8(words);
-                        _mm256_mask_storeu_epi8(out.add($at * n + c0).cast(), mask, codes);
+            let pairs: [[__m512i; 2]; 3] = std::array::from_fn(|kx| [v(2 * kx), v(2 * kx + 1)]);
+            let singles: [[__m512i; 2]; 3] =
+                std::array::from_fn(|kx| [v(6 + 2 * kx), v(7 + 2 * kx)]);
+            let col = [v(12), v(13)];
+            let lanes = [0, 1].map(|h| Lanes512::new(v(14 + h), v(16 + h), v(18 + h)));
+            let pad = k.pad_row[c0..].as_ptr();
+            for (r, oy) in rows.clone().enumerate() {
+                // Kernel row `ky` reads input row `oy sh + ky - pt`: where
+                // its block starts and the step between columns, or the
+                // zero-point row with step 0 outside the image.
+                let kernel_rows: [(*const u8, usize); 3] = std::array::from_fn(|ky| {
+                    match (oy * sh + ky).checked_sub(pt).filter(|&y| y < h) {
+                        Some(y) => (input[y * w * n + c0..].as_ptr(), n),
+                        None => (pad, 0),
                     }
-                }};
+                });
+                // Input column `ix` (the zero-point row outside the image).
+                let column = |ix: isize| {
+                    let inside = usize::try_from(ix).ok().filter(|&x| x < w);
+                    // SAFETY: inside the image the kernel row's pointer
+                    // plus `x` columns of `n` bytes is pixel `x` of an
+                    // input row, else the zero-point row (`padded >= n`
+                    // bytes); the loads are masked to channels `c0 .. c0 +
+                    // valid <= n`.
+                    let load = |ky: usize| unsafe {
+                        let (start, step) = kernel_rows[ky];
+                        let at = inside.map_or(pad, |x| start.add(x * step));
+                        _mm512_cvtepu8_epi16(_mm256_maskz_loadu_epi8(mask, at.cast()))
+                    };
+                    let (a0, a1, a2) = (load(0), load(1), load(2));
+                    let zero = _mm512_setzero_si512();
+                    Column {
+                        pair: [_mm512_unpacklo_epi16(a0, a1), _mm512_unpackhi_epi16(a0, a1)],
+                        single: [
+                            _mm512_unpacklo_epi16(a2, zero),
+                            _mm512_unpackhi_epi16(a2, zero),
+                        ],
+                    }
+                };
+                let left = -(pl as isize);
+                // Output pixels whose three columns are all inside the
+                // image: their columns advance by plain pointer steps.
+                let first_inside = pl.div_ceil(sw).min(out_w);
+                let last_inside = (w + pl)
+                    .checked_sub(3)
+                    .map_or(0, |span| (span / sw + 1).min(out_w))
+                    .max(first_inside);
+                let pixel = |ox: usize, window: &[Column; 3]| {
+                    let mut acc = col;
+                    for (kx, c) in window.iter().enumerate() {
+                        for (half, acc) in acc.iter_mut().enumerate() {
+                            let p = _mm512_madd_epi16(c.pair[half], pairs[kx][half]);
+                            let s = _mm512_madd_epi16(c.single[half], singles[kx][half]);
+                            *acc = _mm512_add_epi32(*acc, _mm512_add_epi32(p, s));
+                        }
+                    }
+                    let lo = rescale_avx512(&k.quant, &lanes[0], acc[0]);
+                    let hi = rescale_avx512(&k.quant, &lanes[1], acc[1]);
+                    // `packs` restores channel order: lane k holds
+                    // channels 8k..8k+4 of `lo`, then 8k+4..8k+8 of `hi`.
+                    let words = clamp_words_avx512(&k.quant, words_avx512(lo, hi));
+                    let codes = _mm512_cvtepi16_epi8(words);
+                    // SAFETY: pixel `ox` of output row `r` owns `output[(r
+                    // out_w + ox) n ..][..n]` (the caller checked `output`
+                    // holds every pixel of `rows`); the store is masked to
+                    // channels `c0 .. c0 + valid`.
+                    unsafe {
+                        let at = out.add((r * out_w + ox) * n + c0);
+                        _mm256_mask_storeu_epi8(at.cast(), mask, codes);
+                    }
+                };
+                let columns = |ox: usize| {
+                    let ix = (ox * sw) as isize + left;
+                    [column(ix), column(ix + 1), column(ix + 2)]
+                };
+                for ox in 0..first_inside {
+                    pixel(ox, &columns(ox));
+                }
+                if first_inside < last_inside {
+                    let x0 = first_inside * sw - pl;
+                    let mut window = columns(first_inside);
+                    pixel(first_inside, &window);
+                    // The last column of the next pixel, in each kernel row,
+                    // advanced by `sw` columns per pixel.
+                    let mut next: [*const u8; 3] = std::array::from_fn(|ky| {
+                        kernel_rows[ky]
+                            .0
+                            .wrapping_add((x0 + 2 + sw) * kernel_rows[ky].1)
+                    });
+                    let advance: [usize; 3] = std::array::from_fn(|ky| sw * kernel_rows[ky].1);
+                    let load = |at: *const u8| {
+                        // SAFETY: pixels `first_inside .. last_inside`
+                        // read only columns inside the image (or the
+                        // zero-point row); the load is masked to channels
+                        // `c0 .. c0 + valid <= n`.
+                        unsafe { _mm512_cvtepu8_epi16(_mm256_maskz_loadu_epi8(mask, at.cast())) }
+                    };
+                    let fresh = |at: [*const u8; 3], back: usize| {
+                        let step = |ky: usize| at[ky].wrapping_sub(back * kernel_rows[ky].1);
+                        let (a0, a1, a2) = (load(step(0)), load(step(1)), load(step(2)));
+                        let zero = _mm512_setzero_si512();
+                        Column {
+                            pair: [_mm512_unpacklo_epi16(a0, a1), _mm512_unpackhi_epi16(a0, a1)],
+                            single: [
+                                _mm512_unpacklo_epi16(a2, zero),
+                                _mm512_unpackhi_epi16(a2, zero),
+                            ],
+                        }
+                    };
+                    for ox in first_inside + 1..last_inside {
+                        window = match sw {
+                            1 => [window[1], window[2], fresh(next, 0)],
+                            2 => [window[2], fresh(next, 1), fresh(next, 0)],
+                            _ => [fresh(next, 2), fresh(next, 1), fresh(next, 0)],
+                        };
+                        next = std::array::from_fn(|ky| next[ky].wrapping_add(advance[ky]));
+                        pixel(ox, &window);
+                    }
+                }
+                for ox in last_inside..out_w {
+                    pixel(ox, &columns(ox));
+                }
             }
-            for_each_pixel_ptr(
-                geom,
-                input,
-                &k.pad_row,
-                rows.clone(),
-                |taps, at| match taps {
-                    Taps::Interior { top_left, row } => pixel!(
-                        |t: usize| top_left.wrapping_add((t / 3) * row + (t % 3) * n),
-                        at
-                    ),
-                    Taps::Border(taps) => pixel!(|t: usize| taps[t], at),
-                },
-            );
         }
     }
 
@@ -507,10 +618,10 @@ mod x86 {
         let n = k.channels;
         let whole = n / L::BLOCK;
         let out = output.as_mut_ptr();
-        let block_len = L::BLOCK_VECTORS * L::WIDTH;
+        let block_len = L::block_vectors(ROW_MAJOR_PAIRS.len()) * L::WIDTH;
         for (b, block) in k.blocks.chunks_exact(block_len).take(whole).enumerate() {
             let c0 = b * L::BLOCK;
-            // SAFETY: `block` holds `BLOCK_VECTORS` vectors of 8 lanes.
+            // SAFETY: `block` holds `block_len / 8` vectors of 8 lanes.
             let v =
                 |i: usize| unsafe { _mm256_loadu_si256(block.as_ptr().add(i * L::WIDTH).cast()) };
             let lanes = [0, 1].map(|h| Lanes256::new(v(12 + h), v(14 + h), v(16 + h)));
