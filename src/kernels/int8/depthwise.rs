@@ -9,15 +9,23 @@
 //! low half is exactly `x (w - zw)`.
 //!
 //! The SIMD paths go further and pair taps: zero-extend the channels of
-//! taps `t` and `t + 1` to 16 bits, interleave them with `unpack{lo,hi}`,
-//! and one `vpmaddwd` against the interleaved `(w_t, w_{t+1})` adds both
-//! products to an `i32` lane, so nine taps take five multiplies. The
-//! interleave permutes channels within each 128-bit lane; the weights, bias
-//! and requantization parameters are packed in that same order, and
-//! `packs_epi32` of the two halves restores the natural order before the
-//! store. Channel blocks are the outer loop so a block's weights and
-//! epilogue stay in registers over every pixel, and interior pixels find
-//! their taps by adding fixed offsets to one pointer.
+//! two taps to 16 bits, interleave them with `unpack{lo,hi}`, and one
+//! `vpmaddwd` against the interleaved weights adds both products to an
+//! `i32` lane. The interleave permutes channels within each 128-bit lane;
+//! the weights, bias and requantization parameters are packed in that same
+//! order, and `packs_epi32` of the two halves restores the natural order
+//! before the store. Channel blocks are the outer loop so a block's weights
+//! and epilogue stay in registers over every pixel.
+//!
+//! - AVX2 pairs the taps in row-major order (`ROW_MAJOR_PAIRS`: nine
+//!   taps, five multiplies) and finds an interior pixel's taps at fixed
+//!   offsets from one pointer.
+//! - AVX-512 pairs kernel rows 0 and 1 of each column and leaves row 2
+//!   alone (`COLUMN_PAIRS`: six multiplies), so that the widened and
+//!   interleaved vectors of an input column serve every output pixel that
+//!   reads it: sliding along an output row, each pixel loads one new
+//!   column at stride 1 (two at stride 2) instead of nine taps, which
+//!   takes the shuffle port's load off the critical path.
 
 use std::ops::Range;
 
