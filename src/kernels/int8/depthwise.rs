@@ -450,6 +450,22 @@ mod x86 {
         single: [__m512i; 2],
     }
 
+    impl Column {
+        /// From the column's three rows of zero-extended channels.
+        #[inline]
+        #[target_feature(enable = "avx512f,avx512bw")]
+        fn new([a0, a1, a2]: [__m512i; 3]) -> Column {
+            let zero = _mm512_setzero_si512();
+            Column {
+                pair: [_mm512_unpacklo_epi16(a0, a1), _mm512_unpackhi_epi16(a0, a1)],
+                single: [
+                    _mm512_unpacklo_epi16(a2, zero),
+                    _mm512_unpackhi_epi16(a2, zero),
+                ],
+            }
+        }
+    }
+
     /// Slides along each output row: every input column is loaded,
     /// widened and interleaved once and serves the up to three output
     /// pixels that read it (one at stride 2), instead of once per tap.
@@ -512,15 +528,7 @@ mod x86 {
                         let at = inside.map_or(pad, |x| start.add(x * step));
                         _mm512_cvtepu8_epi16(_mm256_maskz_loadu_epi8(mask, at.cast()))
                     };
-                    let (a0, a1, a2) = (load(0), load(1), load(2));
-                    let zero = _mm512_setzero_si512();
-                    Column {
-                        pair: [_mm512_unpacklo_epi16(a0, a1), _mm512_unpackhi_epi16(a0, a1)],
-                        single: [
-                            _mm512_unpacklo_epi16(a2, zero),
-                            _mm512_unpackhi_epi16(a2, zero),
-                        ],
-                    }
+                    Column::new([load(0), load(1), load(2)])
                 };
                 let left = -(pl as isize);
                 // Output pixels whose three columns are all inside the
@@ -582,15 +590,7 @@ mod x86 {
                     };
                     let fresh = |at: [*const u8; 3], back: usize| {
                         let step = |ky: usize| at[ky].wrapping_sub(back * kernel_rows[ky].1);
-                        let (a0, a1, a2) = (load(step(0)), load(step(1)), load(step(2)));
-                        let zero = _mm512_setzero_si512();
-                        Column {
-                            pair: [_mm512_unpacklo_epi16(a0, a1), _mm512_unpackhi_epi16(a0, a1)],
-                            single: [
-                                _mm512_unpacklo_epi16(a2, zero),
-                                _mm512_unpackhi_epi16(a2, zero),
-                            ],
-                        }
+                        Column::new([load(step(0)), load(step(1)), load(step(2))])
                     };
                     for ox in first_inside + 1..last_inside {
                         window = match sw {
