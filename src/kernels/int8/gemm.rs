@@ -86,13 +86,7 @@ impl PackedGemm {
             )));
         }
         let zw = weight_zero_point;
-        let mut col = vec![0i32; n.next_multiple_of(CHANNEL_PAD)];
-        for ((c, row), &b) in col.iter_mut().zip(weights.chunks_exact(k)).zip(bias) {
-            let sum = row
-                .iter()
-                .fold(0i32, |s, &w| s.wrapping_add(i32::from(w) - zw));
-            *c = b.wrapping_sub(input_zero_point.wrapping_mul(sum));
-        }
+        let col = channel_constants(weights, k, bias, input_zero_point, zw);
         let at = |j: usize, d: usize| -> Option<i32> {
             (j < n && d < k).then(|| i32::from(weights[j * k + d]))
         };
@@ -213,6 +207,26 @@ impl PackedGemm {
     fn block_rows(&self) -> usize {
         (BLOCK_BYTES / self.k).clamp(MR, MC_MAX) / MR * MR
     }
+}
+
+/// `bias - zx Σ_k (w - zw)` for each channel (row of `k` codes of
+/// `weights`), padded to [`CHANNEL_PAD`]: the part of `Σ (x - zx)(w - zw) +
+/// bias` that does not depend on the input, folded at pack time.
+pub(super) fn channel_constants(
+    weights: &[u8],
+    k: usize,
+    bias: &[i32],
+    input_zero_point: i32,
+    weight_zero_point: i32,
+) -> Vec<i32> {
+    let mut col = vec![0i32; bias.len().next_multiple_of(CHANNEL_PAD)];
+    for ((c, row), &b) in col.iter_mut().zip(weights.chunks_exact(k)).zip(bias) {
+        let sum = row
+            .iter()
+            .fold(0i32, |s, &w| s.wrapping_add(i32::from(w) - weight_zero_point));
+        *c = b.wrapping_sub(input_zero_point.wrapping_mul(sum));
+    }
+    col
 }
 
 #[cfg(target_arch = "x86_64")]

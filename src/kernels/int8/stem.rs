@@ -23,7 +23,8 @@ use std::ops::Range;
 use crate::error::{Error, Result};
 use crate::kernels::int8::IntIsa;
 use crate::kernels::int8::im2col::PatchGeometry;
-use crate::kernels::int8::requant::{CHANNEL_PAD, OutputQuant};
+use crate::kernels::int8::gemm::channel_constants;
+use crate::kernels::int8::requant::OutputQuant;
 
 /// Most kernel rows supported (the gathered border patches live on the
 /// stack).
@@ -118,13 +119,7 @@ impl PackedStem {
             )));
         }
         let zw = weight_zero_point;
-        let mut col = vec![0i32; n.next_multiple_of(CHANNEL_PAD)];
-        for ((c, row), &b) in col.iter_mut().zip(weights.chunks_exact(depth)).zip(bias) {
-            let sum = row
-                .iter()
-                .fold(0i32, |s, &w| s.wrapping_add(i32::from(w) - zw));
-            *c = b.wrapping_sub(input_zero_point.wrapping_mul(sum));
-        }
+        let col = channel_constants(weights, depth, bias, input_zero_point, zw);
         let groups = span.div_ceil(4);
         let blocks = n.div_ceil(16);
         let mut w8 = Vec::with_capacity(blocks * kh * groups * 64);
