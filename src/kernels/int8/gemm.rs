@@ -221,9 +221,9 @@ pub(super) fn channel_constants(
 ) -> Vec<i32> {
     let mut col = vec![0i32; bias.len().next_multiple_of(CHANNEL_PAD)];
     for ((c, row), &b) in col.iter_mut().zip(weights.chunks_exact(k)).zip(bias) {
-        let sum = row
-            .iter()
-            .fold(0i32, |s, &w| s.wrapping_add(i32::from(w) - weight_zero_point));
+        let sum = row.iter().fold(0i32, |s, &w| {
+            s.wrapping_add(i32::from(w) - weight_zero_point)
+        });
         *c = b.wrapping_sub(input_zero_point.wrapping_mul(sum));
     }
     col

@@ -22,8 +22,8 @@ use std::ops::Range;
 
 use crate::error::{Error, Result};
 use crate::kernels::int8::IntIsa;
-use crate::kernels::int8::im2col::PatchGeometry;
 use crate::kernels::int8::gemm::channel_constants;
+use crate::kernels::int8::im2col::PatchGeometry;
 use crate::kernels::int8::requant::OutputQuant;
 
 /// Most kernel rows supported (the gathered border patches live on the
