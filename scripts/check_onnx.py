@@ -31,6 +31,10 @@ def main():
     parser.add_argument("--layout", choices=["nhwc", "nchw"], default="nhwc")
     parser.add_argument("--tolerance", type=float, default=1e-4,
                         help="relative to max |reference| (default 1e-4)")
+    parser.add_argument("--no-qdq-fusion", action="store_true",
+                        help="run QuantizeLinear/DequantizeLinear as written (ONNX's "
+                             "definition) instead of letting ONNX Runtime fuse them "
+                             "into its integer kernels")
     args = parser.parse_args()
 
     try:
@@ -44,7 +48,10 @@ def main():
 
     import onnxruntime as ort
 
-    session = ort.InferenceSession(args.model, providers=["CPUExecutionProvider"])
+    options = ort.SessionOptions()
+    if args.no_qdq_fusion:
+        options.add_session_config_entry("session.disable_quant_qdq", "1")
+    session = ort.InferenceSession(args.model, options, providers=["CPUExecutionProvider"])
     inp = session.get_inputs()[0]
     out = session.get_outputs()[0]
     resolution = inp.shape[2]
