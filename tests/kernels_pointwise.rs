@@ -3,7 +3,7 @@
 
 use mobilenet::Tensor;
 use mobilenet::kernels::pointwise::{PackedPointwise, pointwise_reference};
-use mobilenet::kernels::{Epilogue, Isa};
+use mobilenet::kernels::{ColumnsMut, Epilogue, Isa};
 use mobilenet::layers::{Conv2dParams, conv2d};
 use proptest::prelude::*;
 
@@ -159,6 +159,85 @@ proptest! {
             packed.run(&case.input[cut * k..], bottom, m - cut, Epilogue::RELU).unwrap();
             prop_assert_eq!(&whole, &parts, "{}", isa);
         }
+    }
+
+    #[test]
+    fn column_ranges_compose(
+        m in 1usize..40,
+        k in 1usize..50,
+        n in 1usize..150,
+        cuts in proptest::collection::vec(0.0f64..1.0, 0..4),
+        seed in any::<u64>(),
+        ep in epilogue(),
+    ) {
+        // Column ranges on panel boundaries, run one by one into one output
+        // (as the engine's threads do for weight-heavy layers), give exactly
+        // the result of one call over all columns.
+        let case = Case::new(m, k, n, seed);
+        for isa in Isa::supported() {
+            let packed = case.packed(isa);
+            let nr = packed.panel_columns();
+            let panels = n.div_ceil(nr);
+            let mut bounds: Vec<usize> = cuts
+                .iter()
+                .map(|c| ((panels as f64 * c) as usize * nr).min(n))
+                .collect();
+            bounds.sort_unstable();
+            let whole = case.run(isa, ep);
+            let mut out = vec![f32::NAN; m * n];
+            let mut rest = ColumnsMut::new(&mut out, m, n).unwrap();
+            let mut at = 0;
+            for &b in &bounds {
+                let (part, right) = rest.split_at(b - at);
+                packed.run_columns(&case.input, part, ep).unwrap();
+                (rest, at) = (right, b);
+            }
+            packed.run_columns(&case.input, rest, ep).unwrap();
+            prop_assert_eq!(&whole, &out, "{} cuts {:?}", isa, bounds);
+        }
+    }
+}
+
+#[test]
+fn column_ranges_off_panel_boundaries_are_errors() {
+    let case = Case::new(3, 4, 40, 7);
+    for isa in Isa::supported() {
+        let packed = case.packed(isa);
+        let nr = packed.panel_columns();
+        let mut out = vec![0.0; 3 * 40];
+        let (left, right) = ColumnsMut::new(&mut out, 3, 40).unwrap().split_at(nr - 1);
+        assert!(
+            packed
+                .run_columns(&case.input, left, Epilogue::RELU)
+                .is_err(),
+            "{isa}"
+        );
+        assert!(
+            packed
+                .run_columns(&case.input, right, Epilogue::RELU)
+                .is_err(),
+            "{isa}"
+        );
+        // A view of another matrix width, and too few input rows.
+        let mut other = vec![0.0; 3 * 41];
+        let view = ColumnsMut::new(&mut other, 3, 41).unwrap();
+        assert!(
+            packed
+                .run_columns(&case.input, view, Epilogue::RELU)
+                .is_err(),
+            "{isa}"
+        );
+        let view = ColumnsMut::new(&mut out, 3, 40).unwrap();
+        assert!(
+            packed
+                .run_columns(&case.input[4..], view, Epilogue::RELU)
+                .is_err(),
+            "{isa}"
+        );
+        assert!(
+            out.iter().all(|&v| v == 0.0),
+            "{isa}: an error wrote output"
+        );
     }
 }
 

@@ -62,6 +62,11 @@ pub struct EngineArgs {
     /// Tuning: split only steps with at least this many mult-adds across threads.
     #[arg(long, hide_short_help = true)]
     pub min_parallel_mult_adds: Option<u64>,
+    /// Tuning: split every pointwise conv across threads by pixels, also
+    /// those whose weights outweigh their input (split by output channels
+    /// by default).
+    #[arg(long, hide_short_help = true)]
+    pub no_column_split: bool,
 }
 
 /// An integer model ready to run, with everything needed to run it.
@@ -184,6 +189,7 @@ impl EngineArgs {
             min_parallel_mult_adds: self
                 .min_parallel_mult_adds
                 .unwrap_or(defaults.min_parallel_mult_adds),
+            split_columns: !self.no_column_split,
         };
         let plan = Plan::compile(&net, &options)?;
         let par = Parallelism::new(self.threads)?;

@@ -11,7 +11,7 @@ use crate::engine::plan::{CLASSIFIER_BLOCK, Op, Plan, Step};
 use crate::engine::workspace::Lane;
 use crate::engine::{Parallelism, Workspace};
 use crate::error::{Error, Result};
-use crate::kernels::{AlignedBuf, Epilogue};
+use crate::kernels::{AlignedBuf, ColumnsMut, Epilogue};
 
 impl Plan {
     /// Computes the logits `[batch, classes]` of `batch` images
@@ -209,7 +209,17 @@ impl Plan {
                     kernel.run_band(src, out, geom, rows, epilogue)
                 })
             }
-            Op::Pointwise { kernel, pixels } => {
+            Op::Pointwise {
+                kernel,
+                pixels,
+                by_columns: true,
+            } if bands.len() > 1 => {
+                let out = ColumnsMut::new(dst, *pixels, kernel.n())?;
+                split_columns(out, bands.len(), kernel.panel_columns(), &|part| {
+                    kernel.run_columns(&src[..*pixels * kernel.k()], part, epilogue)
+                })
+            }
+            Op::Pointwise { kernel, pixels, .. } => {
                 let (k, n) = (kernel.k(), kernel.n());
                 split(dst, *pixels, n, bands, |px, out, _| {
                     kernel.run(&src[px.start * k..px.end * k], out, px.len(), epilogue)
@@ -270,6 +280,26 @@ where
                 band.as_mut_slice(),
             )
         })
+}
+
+/// Splits the columns of `out` into `parts` ranges of near-equal numbers of
+/// whole `align`-column panels and runs `work` on them in parallel.
+fn split_columns<F>(out: ColumnsMut<'_>, parts: usize, align: usize, work: &F) -> Result<()>
+where
+    F: Fn(ColumnsMut<'_>) -> Result<()> + Sync,
+{
+    let panels = out.cols().div_ceil(align);
+    let left_parts = parts / 2;
+    let at = panels * left_parts / parts.max(1) * align;
+    if parts <= 1 || at == 0 || at >= out.cols() {
+        return work(out);
+    }
+    let (left, right) = out.split_at(at);
+    let (a, b) = rayon::join(
+        || split_columns(left, left_parts, align, work),
+        || split_columns(right, parts - left_parts, align, work),
+    );
+    a.and(b)
 }
 
 /// Mean over `pixels` positions of an `[pixels, channels]` activation.

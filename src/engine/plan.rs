@@ -34,6 +34,11 @@ pub struct PlanOptions {
     /// Split a step across threads only if it has at least this many
     /// mult-adds: below that, waking another thread costs more than it saves.
     pub min_parallel_mult_adds: u64,
+    /// Split an unfused pointwise conv across threads by output channels
+    /// rather than by pixels when its weights outweigh its input (more
+    /// output channels than pixels), so that each thread streams only its
+    /// share of the weights.
+    pub split_columns: bool,
 }
 
 impl Default for PlanOptions {
@@ -44,6 +49,7 @@ impl Default for PlanOptions {
             band_bytes: 48 << 10,
             min_fused_rows: 8,
             min_parallel_mult_adds: 1_000_000,
+            split_columns: true,
         }
     }
 }
@@ -78,6 +84,8 @@ pub(crate) enum Op {
     Pointwise {
         kernel: PackedPointwise,
         pixels: usize,
+        /// Split across threads by output channels, not by pixels.
+        by_columns: bool,
     },
     /// Depthwise then pointwise over bands of `band_rows` output rows.
     Separable {
@@ -207,7 +215,13 @@ impl Plan {
                     let f = next_conv(&spec.name)?;
                     let kernel = pointwise_kernel(isa, spec, &f.weight, &f.bias)?;
                     let pixels = spec.output[0] * spec.output[1];
-                    (step(vec![spec], Op::Pointwise { kernel, pixels }), 1)
+                    let by_columns = options.split_columns && kernel.n() > pixels;
+                    let op = Op::Pointwise {
+                        kernel,
+                        pixels,
+                        by_columns,
+                    };
+                    (step(vec![spec], op), 1)
                 }
                 LayerKind::GlobalAvgPool => {
                     let fc_spec = specs

@@ -7,6 +7,7 @@
 
 pub mod aligned;
 pub mod batch_norm;
+pub mod columns;
 pub mod conv_grad;
 pub mod depthwise;
 pub mod epilogue;
@@ -17,5 +18,6 @@ pub mod pointwise;
 pub mod stem;
 
 pub use aligned::AlignedBuf;
+pub use columns::ColumnsMut;
 pub use epilogue::Epilogue;
 pub use isa::Isa;

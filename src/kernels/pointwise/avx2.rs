@@ -5,7 +5,8 @@
 use super::PackedPointwise;
 #[cfg(target_arch = "x86_64")]
 use super::{for_each_tile, panel_width, row_block};
-use crate::kernels::{Epilogue, Isa};
+use crate::kernels::{ColumnsMut, Epilogue, Isa};
+use std::ops::Range;
 
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
@@ -16,29 +17,32 @@ pub(super) const NR: usize = 16;
 #[cfg(target_arch = "x86_64")]
 const MR: usize = 6;
 
-/// Computes all `rows` rows; lengths were checked by the caller.
+/// Computes the columns of `panels` (which `out` covers) for all of
+/// `out.rows()` rows; shapes were checked by the caller.
 #[cfg(target_arch = "x86_64")]
 pub(super) fn run(
     pk: &PackedPointwise,
     input: &[f32],
-    output: &mut [f32],
-    rows: usize,
+    out: ColumnsMut<'_>,
+    panels: Range<usize>,
     ep: Epilogue,
 ) {
     assert!(
         Isa::Avx2Fma.is_supported(),
         "AVX2 panels used on a CPU without AVX2 and FMA"
     );
-    debug_assert_eq!(input.len(), rows * pk.k);
-    debug_assert_eq!(output.len(), rows * pk.n);
+    debug_assert_eq!(input.len(), out.rows() * pk.k);
+    debug_assert_eq!(out.first_col(), panels.start * NR);
+    debug_assert_eq!(out.stride(), pk.n);
     // SAFETY: the CPU supports AVX2 and FMA (asserted above), and the caller
-    // checked input.len() == rows * k and output.len() == rows * n, which is
-    // all `run_impl` needs besides the packing invariants of `pk`.
-    unsafe { run_impl(pk, input, output, rows, ep) }
+    // checked input.len() == rows * k and that `out` covers exactly the
+    // columns of `panels` of a [rows, n] output, which is all `run_impl`
+    // needs besides the packing invariants of `pk`.
+    unsafe { run_impl(pk, input, out, panels, ep) }
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-pub(super) fn run(_: &PackedPointwise, _: &[f32], _: &mut [f32], _: usize, _: Epilogue) {
+pub(super) fn run(_: &PackedPointwise, _: &[f32], _: ColumnsMut<'_>, _: Range<usize>, _: Epilogue) {
     unreachable!(
         "AVX2 panels cannot be packed on this architecture ({:?})",
         Isa::Avx2Fma
@@ -46,27 +50,26 @@ pub(super) fn run(_: &PackedPointwise, _: &[f32], _: &mut [f32], _: usize, _: Ep
 }
 
 /// # Safety
-/// AVX2 and FMA must be available; `input.len() == rows * pk.k` and
-/// `output.len() == rows * pk.n`.
+/// AVX2 and FMA must be available; `input.len() == out.rows() * pk.k`;
+/// `out` has row stride `pk.n` and covers exactly the columns of `panels`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn run_impl(
     pk: &PackedPointwise,
     input: &[f32],
-    output: &mut [f32],
-    rows: usize,
+    mut out: ColumnsMut<'_>,
+    panel_range: Range<usize>,
     ep: Epilogue,
 ) {
-    let (k, n) = (pk.k, pk.n);
+    let (k, n, rows) = (pk.k, pk.n, out.rows());
     let panels = pk.panels();
-    let npanels = n.div_ceil(NR);
     let mc = row_block(k, MR);
     let a_base = input.as_ptr();
-    let c_base = output.as_mut_ptr();
+    let (c_base, ldc, first_col) = (out.as_mut_ptr(), out.stride(), out.first_col());
     let mut m0 = 0;
     while m0 < rows {
         let mb = mc.min(rows - m0);
-        for p in 0..npanels {
+        for p in panel_range.clone() {
             let n0 = p * NR;
             let width = panel_width(n, NR, p);
             let cols = (n - n0).min(width);
@@ -75,11 +78,12 @@ unsafe fn run_impl(
             for_each_tile(mb, MR, |r0, h| {
                 let r = m0 + r0;
                 // SAFETY: rows r..r+h lie within 0..rows, so the input rows
-                // r..r+h (k floats each) and the output rows (n floats each)
-                // are in bounds; the tile writes columns n0..n0+cols <= n of
-                // them. `panel` holds k rows of `width` floats and `bias`
-                // `width` floats. Only this tile's output elements are
-                // written while no other reference to them is live.
+                // r..r+h (k floats each) and the view's rows are in bounds;
+                // the tile writes columns n0..n0+cols of them, which lie in
+                // the view since `panel_range` is the view's panels. `panel`
+                // holds k rows of `width` floats and `bias` `width` floats.
+                // Only this tile's output elements are written while no
+                // other reference to them is live.
                 unsafe {
                     let t = Tile {
                         k,
@@ -87,8 +91,8 @@ unsafe fn run_impl(
                         lda: k,
                         b: panel.as_ptr(),
                         bias: bias.as_ptr(),
-                        c: c_base.add(r * n + n0),
-                        ldc: n,
+                        c: c_base.add(r * ldc + n0 - first_col),
+                        ldc,
                         cols,
                         ep,
                     };

@@ -5,7 +5,8 @@
 use super::PackedPointwise;
 #[cfg(target_arch = "x86_64")]
 use super::{for_each_tile, panel_width, row_block};
-use crate::kernels::{Epilogue, Isa};
+use crate::kernels::{ColumnsMut, Epilogue, Isa};
+use std::ops::Range;
 
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
@@ -16,29 +17,32 @@ pub(super) const NR: usize = 32;
 #[cfg(target_arch = "x86_64")]
 const MR: usize = 14;
 
-/// Computes all `rows` rows; lengths were checked by the caller.
+/// Computes the columns of `panels` (which `out` covers) for all of
+/// `out.rows()` rows; shapes were checked by the caller.
 #[cfg(target_arch = "x86_64")]
 pub(super) fn run(
     pk: &PackedPointwise,
     input: &[f32],
-    output: &mut [f32],
-    rows: usize,
+    out: ColumnsMut<'_>,
+    panels: Range<usize>,
     ep: Epilogue,
 ) {
     assert!(
         Isa::Avx512.is_supported(),
         "AVX-512 panels used on a CPU without AVX-512F"
     );
-    debug_assert_eq!(input.len(), rows * pk.k);
-    debug_assert_eq!(output.len(), rows * pk.n);
+    debug_assert_eq!(input.len(), out.rows() * pk.k);
+    debug_assert_eq!(out.first_col(), panels.start * NR);
+    debug_assert_eq!(out.stride(), pk.n);
     // SAFETY: the CPU supports AVX-512F (asserted above), and the caller
-    // checked input.len() == rows * k and output.len() == rows * n, which is
-    // all `run_impl` needs besides the packing invariants of `pk`.
-    unsafe { run_impl(pk, input, output, rows, ep) }
+    // checked input.len() == rows * k and that `out` covers exactly the
+    // columns of `panels` of a [rows, n] output, which is all `run_impl`
+    // needs besides the packing invariants of `pk`.
+    unsafe { run_impl(pk, input, out, panels, ep) }
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-pub(super) fn run(_: &PackedPointwise, _: &[f32], _: &mut [f32], _: usize, _: Epilogue) {
+pub(super) fn run(_: &PackedPointwise, _: &[f32], _: ColumnsMut<'_>, _: Range<usize>, _: Epilogue) {
     unreachable!(
         "AVX-512 panels cannot be packed on this architecture ({:?})",
         Isa::Avx512
@@ -60,21 +64,20 @@ fn tile_rows(k: usize) -> usize {
 }
 
 /// # Safety
-/// AVX-512F must be available; `input.len() == rows * pk.k` and
-/// `output.len() == rows * pk.n`.
+/// AVX-512F must be available; `input.len() == out.rows() * pk.k`; `out`
+/// has row stride `pk.n` and covers exactly the columns of `panels`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn run_impl(
     pk: &PackedPointwise,
     input: &[f32],
-    output: &mut [f32],
-    rows: usize,
+    mut out: ColumnsMut<'_>,
+    panels: Range<usize>,
     ep: Epilogue,
 ) {
-    let (k, n) = (pk.k, pk.n);
-    let npanels = n.div_ceil(NR);
+    let (k, n, rows) = (pk.k, pk.n, out.rows());
     let a_base = input.as_ptr();
-    let c_base = output.as_mut_ptr();
+    let (c_base, ldc, first_col) = (out.as_mut_ptr(), out.stride(), out.first_col());
     // The tile of rows r.. against panel p.
     let tile_at = |p: usize, r: usize| {
         let n0 = p * NR;
@@ -90,9 +93,10 @@ unsafe fn run_impl(
             lda: k,
             b: panel.as_ptr(),
             bias: pk.bias[n0..][..width].as_ptr(),
-            // SAFETY: r < rows and n0 < n, so the offset is within `output`.
-            c: unsafe { c_base.add(r * n + n0) },
-            ldc: n,
+            // SAFETY: r < rows and first_col <= n0 < first_col + cols of
+            // the view, so the offset is within the view's row r.
+            c: unsafe { c_base.add(r * ldc + n0 - first_col) },
+            ldc,
             mask: if tail == 16 {
                 0xFFFF
             } else {
@@ -106,14 +110,14 @@ unsafe fn run_impl(
     let mut m0 = 0;
     while m0 < rows {
         let mb = mc.min(rows - m0);
-        for p in 0..npanels {
+        for p in panels.clone() {
             let wide = panel_width(n, NR, p) == NR;
             for_each_tile(mb, mr, |r0, h| {
                 let r = m0 + r0;
                 // SAFETY: r + h <= rows, so the input rows r..r+h are in
-                // bounds, and so are the output rows; the tile writes
-                // columns n0..n0+cols <= n of them (lanes beyond are masked
-                // off); `t.b` and `t.bias` are the panel's k rows and bias
+                // bounds, and so are the view's rows; the tile writes
+                // columns n0..n0+cols of them, inside the view (lanes beyond
+                // are masked off); `t.b` and `t.bias` are the panel's k rows and bias
                 // of `width` floats. No other reference to the output is
                 // live.
                 unsafe {

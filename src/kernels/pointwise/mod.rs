@@ -46,7 +46,7 @@ mod reference;
 pub use reference::pointwise_reference;
 
 use crate::error::{Result, shape_err};
-use crate::kernels::{AlignedBuf, Epilogue, Isa};
+use crate::kernels::{AlignedBuf, ColumnsMut, Epilogue, Isa};
 
 /// Weights and bias of one pointwise convolution, packed for one ISA's
 /// micro-kernel.
@@ -161,14 +161,7 @@ impl PackedPointwise {
         rows: usize,
         epilogue: Epilogue,
     ) -> Result<()> {
-        let (k, n) = (self.k, self.n);
-        match rows.checked_mul(k) {
-            Some(len) if len == input.len() => {}
-            _ => shape_err!(
-                "pointwise kernel: input has {} elements, expected rows x k = {rows} x {k}",
-                input.len()
-            ),
-        }
+        let n = self.n;
         match rows.checked_mul(n) {
             Some(len) if len == output.len() => {}
             _ => shape_err!(
@@ -176,15 +169,59 @@ impl PackedPointwise {
                 output.len()
             ),
         }
-        if rows == 0 {
+        self.run_columns(input, ColumnsMut::new(output, rows, n)?, epilogue)
+    }
+
+    /// Like [`run`](Self::run), for the output columns `out` covers only:
+    /// `out` is a column range of the `[rows, n]` output (`rows =
+    /// out.rows()`), as split off by [`ColumnsMut::split_at`] at multiples
+    /// of [`panel_columns`](Self::panel_columns). Threads given disjoint
+    /// ranges share one output and each streams only its share of the
+    /// weights.
+    ///
+    /// Errors with [`crate::Error::Shape`] if `input.len() != rows * k`,
+    /// the view's row stride is not `n`, or its columns do not start and
+    /// end on panel boundaries (or at `n`).
+    pub fn run_columns(
+        &self,
+        input: &[f32],
+        out: ColumnsMut<'_>,
+        epilogue: Epilogue,
+    ) -> Result<()> {
+        let (k, n, nr) = (self.k, self.n, self.nr);
+        let rows = out.rows();
+        match rows.checked_mul(k) {
+            Some(len) if len == input.len() => {}
+            _ => shape_err!(
+                "pointwise kernel: input has {} elements, expected rows x k = {rows} x {k}",
+                input.len()
+            ),
+        }
+        let (first, end) = (out.first_col(), out.first_col() + out.cols());
+        if out.stride() != n || !first.is_multiple_of(nr) || (end != n && !end.is_multiple_of(nr)) {
+            shape_err!(
+                "pointwise kernel: columns {first}..{end} of rows {} wide are not a range of \
+                 whole {nr}-column panels of the {n} outputs",
+                out.stride()
+            );
+        }
+        if rows == 0 || first == end {
             return Ok(());
         }
+        let panels = first / nr..end.div_ceil(nr);
         match self.isa {
-            Isa::Avx512 => avx512::run(self, input, output, rows, epilogue),
-            Isa::Avx2Fma => avx2::run(self, input, output, rows, epilogue),
-            Isa::Portable => portable::run(self, input, output, rows, epilogue),
+            Isa::Avx512 => avx512::run(self, input, out, panels, epilogue),
+            Isa::Avx2Fma => avx2::run(self, input, out, panels, epilogue),
+            Isa::Portable => portable::run(self, input, out, panels, epilogue),
         }
         Ok(())
+    }
+
+    /// Output columns per packed panel: [`run_columns`](Self::run_columns)
+    /// takes column ranges that start and end on multiples of this (or at
+    /// `n`).
+    pub fn panel_columns(&self) -> usize {
+        self.nr
     }
 
     /// The packed panels (see the field docs for the layout).

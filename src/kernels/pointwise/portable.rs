@@ -5,7 +5,8 @@
 //! vector multiply-adds for whatever baseline the crate is compiled for.
 
 use super::{PackedPointwise, for_each_tile, panel_width, row_block};
-use crate::kernels::Epilogue;
+use crate::kernels::{ColumnsMut, Epilogue};
+use std::ops::Range;
 
 /// Columns per full panel.
 pub(super) const NR: usize = 8;
@@ -16,18 +17,18 @@ const MR: usize = 4;
 pub(super) fn run(
     pk: &PackedPointwise,
     input: &[f32],
-    output: &mut [f32],
-    rows: usize,
+    mut out: ColumnsMut<'_>,
+    panel_range: Range<usize>,
     ep: Epilogue,
 ) {
-    let (k, n) = (pk.k, pk.n);
+    let (k, n, rows) = (pk.k, pk.n, out.rows());
+    let first_col = out.first_col();
     let panels = pk.panels();
-    let npanels = n.div_ceil(NR);
     let mc = row_block(k, MR);
     let mut m0 = 0;
     while m0 < rows {
         let mb = mc.min(rows - m0);
-        for p in 0..npanels {
+        for p in panel_range.clone() {
             let n0 = p * NR;
             let width = panel_width(n, NR, p);
             let cols = (n - n0).min(width);
@@ -38,9 +39,9 @@ pub(super) fn run(
                 let t = Tile {
                     k,
                     a: &input[r * k..(r + h) * k],
-                    c: &mut output[r * n..(r + h) * n],
-                    ldc: n,
-                    n0,
+                    c: &mut out,
+                    r,
+                    col: n0 - first_col,
                     cols,
                     ep,
                 };
@@ -57,17 +58,19 @@ pub(super) fn run(
 
 /// One output tile: `a` holds its rows of the input, `c` its rows of the
 /// output, of which columns `n0..n0 + cols` are written.
-struct Tile<'a> {
+struct Tile<'a, 'o> {
     k: usize,
     a: &'a [f32],
-    c: &'a mut [f32],
-    ldc: usize,
-    n0: usize,
+    /// The output view; the tile writes `cols` columns from `col` of its
+    /// rows `r..r + R`.
+    c: &'a mut ColumnsMut<'o>,
+    r: usize,
+    col: usize,
     cols: usize,
     ep: Epilogue,
 }
 
-fn dispatch<const W: usize>(h: usize, t: Tile<'_>, panel: &[f32], bias: &[f32]) {
+fn dispatch<const W: usize>(h: usize, t: Tile<'_, '_>, panel: &[f32], bias: &[f32]) {
     match h {
         1 => tile::<1, W>(t, panel, bias),
         2 => tile::<2, W>(t, panel, bias),
@@ -78,7 +81,7 @@ fn dispatch<const W: usize>(h: usize, t: Tile<'_>, panel: &[f32], bias: &[f32]) 
 }
 
 #[inline(always)]
-fn tile<const R: usize, const W: usize>(t: Tile<'_>, panel: &[f32], bias: &[f32]) {
+fn tile<const R: usize, const W: usize>(t: Tile<'_, '_>, panel: &[f32], bias: &[f32]) {
     let k = t.k;
     let a_rows: [&[f32]; R] = std::array::from_fn(|i| &t.a[i * k..][..k]);
     let mut acc = [[0.0f32; W]; R];
@@ -93,7 +96,7 @@ fn tile<const R: usize, const W: usize>(t: Tile<'_>, panel: &[f32], bias: &[f32]
     }
     let bias = &bias[..W];
     for (i, acc_row) in acc.iter().enumerate() {
-        let out = &mut t.c[i * t.ldc + t.n0..][..t.cols];
+        let out = &mut t.c.row_mut(t.r + i)[t.col..][..t.cols];
         for ((o, &s), &b) in out.iter_mut().zip(acc_row).zip(bias) {
             *o = t.ep.apply(s + b);
         }
