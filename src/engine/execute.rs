@@ -31,7 +31,7 @@ impl Plan {
         if threads == 1 || batch < threads {
             // Few images: each step's work is split across the threads.
             let (lanes, bands) = (&mut ws.lanes, &mut ws.bands);
-            return par.install(|| {
+            return par.install_awake(|| {
                 for (image, out) in input.chunks(in_len).zip(logits.chunks_mut(classes)) {
                     self.run_image(image, out, &mut lanes[0], &mut bands[..threads], None)?;
                 }
@@ -77,7 +77,7 @@ impl Plan {
         let threads = par.threads();
         let (lanes, bands) = (&mut ws.lanes, &mut ws.bands);
         let (in_len, classes) = (self.input_len(), self.classes());
-        par.install(|| {
+        par.install_awake(|| {
             for (image, out) in input.chunks(in_len).zip(logits.chunks_mut(classes)) {
                 self.run_image(
                     image,

@@ -507,8 +507,9 @@ impl<H: Head> Chain<H> {
         par: &Parallelism,
     ) -> Result<()> {
         // Inside the pool once, so each step's split is a fork within it
-        // rather than a new injection from outside.
-        par.install(|| {
+        // rather than a new injection from outside; with the other threads
+        // kept polling while steps are split.
+        let images = || {
             for ((x, y), r) in input
                 .chunks_exact(self.in_len)
                 .zip(output.chunks_exact_mut(self.out_len))
@@ -517,7 +518,12 @@ impl<H: Head> Chain<H> {
                 self.run_image(x, y, r, lane, split, times.as_deref_mut())?;
             }
             Ok(())
-        })
+        };
+        if split.is_some() {
+            par.install_awake(images)
+        } else {
+            par.install(images)
+        }
     }
 
     /// Checks lengths and the workspace, and sizes the records.
