@@ -439,19 +439,33 @@ mod x86 {
         // of `M` rows at `out`.
         unsafe {
             let wb = g.w16.as_ptr().add(b0 * pairs * 16);
-            for p in 0..pairs {
+            // Whole pairs of depths: the two input bytes are broadcast as
+            // one 16-bit word and zero-extended, so every 32-bit lane holds
+            // the pair (x[2p], x[2p + 1]) as two words for `vpmaddwd`
+            // (3 instructions instead of 2 byte loads, a shift, an or and a
+            // broadcast).
+            for p in 0..k / 2 {
                 let mut w = [_mm256_setzero_si256(); NB];
                 for (b, wv) in w.iter_mut().enumerate() {
                     *wv = _mm256_loadu_si256(wb.add((b * pairs + p) * 16).cast());
                 }
                 for (i, row) in acc.iter_mut().enumerate() {
-                    let lo = i32::from(*x.add(i * k + 2 * p));
-                    let hi = if 2 * p + 1 < k {
-                        i32::from(*x.add(i * k + 2 * p + 1))
-                    } else {
-                        0
-                    };
-                    let a = _mm256_set1_epi32(lo | (hi << 16));
+                    let two = x.add(i * k + 2 * p).cast::<i16>().read_unaligned();
+                    let a = _mm256_cvtepu8_epi16(_mm_set1_epi16(two));
+                    for (a_ib, wv) in row.iter_mut().zip(&w) {
+                        *a_ib = _mm256_add_epi32(*a_ib, _mm256_madd_epi16(a, *wv));
+                    }
+                }
+            }
+            // An odd last depth pairs with zero.
+            if k % 2 == 1 {
+                let p = k / 2;
+                let mut w = [_mm256_setzero_si256(); NB];
+                for (b, wv) in w.iter_mut().enumerate() {
+                    *wv = _mm256_loadu_si256(wb.add((b * pairs + p) * 16).cast());
+                }
+                for (i, row) in acc.iter_mut().enumerate() {
+                    let a = _mm256_set1_epi32(i32::from(*x.add(i * k + 2 * p)));
                     for (a_ib, wv) in row.iter_mut().zip(&w) {
                         *a_ib = _mm256_add_epi32(*a_ib, _mm256_madd_epi16(a, *wv));
                     }
