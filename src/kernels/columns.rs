@@ -69,9 +69,10 @@ impl<'a> ColumnsMut<'a> {
         assert!(at <= self.cols, "split at column {at} of {}", self.cols);
         let left = ColumnsMut { cols: at, ..self };
         let right = ColumnsMut {
-            // SAFETY: `at <= cols`, so the offset stays within row 0 of the
-            // view (one past its end at most), inside the original slice.
-            ptr: unsafe { self.ptr.add(at) },
+            // Within row 0 of the view (one past its end at most) when the
+            // view has rows; `wrapping_add` because a view of no rows may
+            // hold a dangling pointer, never dereferenced.
+            ptr: self.ptr.wrapping_add(at),
             cols: self.cols - at,
             first_col: self.first_col + at,
             ..self
