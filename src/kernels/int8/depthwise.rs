@@ -303,17 +303,16 @@ impl PackedDepthwise3x3 {
             // SAFETY: as above.
             IntIsa::Avx2 => unsafe { x86::run_avx2(self, geom, input, rows, output) },
             _ => for_each_pixel(self, geom, input, rows, output, |taps, out| {
-                self.pixel_portable(taps, 0, out)
+                self.pixel_portable(taps, out)
             }),
         }
         Ok(())
     }
 
-    /// Channels `from..` of one pixel, plain.
+    /// All channels of one pixel, plain.
     #[inline(always)]
-    fn pixel_portable(&self, taps: &[&[u8]; 9], from: usize, out: &mut [u8]) {
-        let c_all = self.channels;
-        for c in from..c_all {
+    fn pixel_portable(&self, taps: &[&[u8]; 9], out: &mut [u8]) {
+        for c in 0..self.channels {
             let mut acc = self.col[c];
             for (t, x) in taps.iter().enumerate() {
                 let w = self.taps[t * self.padded + c] as u16 as i16;

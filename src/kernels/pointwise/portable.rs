@@ -56,8 +56,8 @@ pub(super) fn run(
     }
 }
 
-/// One output tile: `a` holds its rows of the input, `c` its rows of the
-/// output, of which columns `n0..n0 + cols` are written.
+/// One output tile: `a` holds its rows of the input; it writes columns
+/// `col..col + cols` of rows `r..` of the output view `c`.
 struct Tile<'a, 'o> {
     k: usize,
     a: &'a [f32],
