@@ -156,6 +156,31 @@ proptest! {
             prop_assert!((x - y).abs() <= 1e-5 * (k as f32 + 1.0), "{x} vs {y}");
         }
     }
+
+    /// The training step computes a weight gradient in row blocks, as many
+    /// as it has threads; its result must not depend on that count, so a
+    /// block of a product must equal the same rows of the whole product
+    /// bit for bit.
+    #[test]
+    fn gemm_row_blocks_equal_the_whole_product_bit_for_bit(
+        m in 1usize..70, k in 0usize..300, n in 1usize..40, cut in 0usize..70,
+        ta in any::<bool>(), seed in any::<u64>(),
+    ) {
+        let cut = cut.min(m);
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let a_data = random(m * k, &mut rng);
+        let b_data = random(k * n, &mut rng);
+        let a = if ta { MatRef::row_major(&a_data, k, m).unwrap().t() } else { MatRef::row_major(&a_data, m, k).unwrap() };
+        let b = MatRef::row_major(&b_data, k, n).unwrap();
+        let mut whole = vec![0.0; m * n];
+        matmul(a, b, &mut whole, false).unwrap();
+        let mut blocks = vec![0.0; m * n];
+        let (top, bottom) = blocks.split_at_mut(cut * n);
+        matmul(a.row_range(0..cut).unwrap(), b, top, false).unwrap();
+        matmul(a.row_range(cut..m).unwrap(), b, bottom, false).unwrap();
+        prop_assert!(bits(&blocks) == bits(&whole));
+        prop_assert!(a.row_range(cut..m + 1).is_err());
+    }
 }
 
 proptest! {

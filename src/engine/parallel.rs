@@ -8,11 +8,13 @@ use crate::error::{Error, Result};
 /// Most threads we accept; more is surely a typo.
 const MAX_THREADS: usize = 1024;
 
-/// The threads a [`Plan`](crate::engine::Plan) run may use. One thread runs
-/// on the caller's thread; more use a dedicated rayon pool, created once.
+/// The threads a run may use: a dedicated rayon pool of exactly that many
+/// threads, created once. Rayon's parallel iterators called inside
+/// [`install`](Self::install) use it, never rayon's global pool (which has a
+/// thread per CPU), so one thread means one thread.
 pub struct Parallelism {
     threads: usize,
-    pool: Option<rayon::ThreadPool>,
+    pool: rayon::ThreadPool,
 }
 
 impl Parallelism {
@@ -23,18 +25,11 @@ impl Parallelism {
                 "threads must be between 1 and {MAX_THREADS}, got {threads}"
             )));
         }
-        let pool = if threads > 1 {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .thread_name(|i| format!("mobilenet-{i}"))
-                .build()
-                .map_err(|e| {
-                    Error::InvalidConfig(format!("cannot start {threads} threads: {e}"))
-                })?;
-            Some(pool)
-        } else {
-            None
-        };
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("mobilenet-{i}"))
+            .build()
+            .map_err(|e| Error::InvalidConfig(format!("cannot start {threads} threads: {e}")))?;
         Ok(Parallelism { threads, pool })
     }
 
@@ -43,13 +38,11 @@ impl Parallelism {
         self.threads
     }
 
-    /// Runs `f` inside the pool (so rayon's parallel iterators in `f` use
-    /// it), or directly on this thread for one thread.
+    /// Runs `f` inside the pool, so that rayon's parallel iterators in `f`
+    /// use exactly [`threads`](Self::threads) threads (`f` runs on a pool
+    /// thread: one hand-over per call).
     pub fn install<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
-        match &self.pool {
-            Some(pool) => pool.install(f),
-            None => f(),
-        }
+        self.pool.install(f)
     }
 }
 
@@ -65,11 +58,16 @@ impl Parallelism {
     /// the helper had slept and 55 µs when it kept polling. The pollers are
     /// the second half of a `rayon::join` with the run, so they need no
     /// heap job, and they stop when the run ends.
+    ///
+    /// With one thread `f` runs on the caller's thread, saving the hand-over
+    /// to the pool (some µs, as much as a whole small layer): for callers
+    /// such as the engine's runs, which split nothing at one thread. Rayon
+    /// calls in `f` would then use rayon's global pool.
     pub fn install_awake<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
-        let Some(pool) = &self.pool else {
+        if self.threads == 1 {
             return f();
-        };
-        pool.install(|| {
+        }
+        self.pool.install(|| {
             let done = AtomicBool::new(false);
             let driver = rayon::current_thread_index();
             let (result, ()) = rayon::join(
@@ -139,6 +137,27 @@ mod tests {
                 let want: u64 = (0..10_000u64).map(|i| i ^ round).sum();
                 assert_eq!(sum, want, "threads {threads}");
             }
+        }
+    }
+
+    #[test]
+    fn install_confines_rayon_to_the_pool_even_at_one_thread() {
+        for threads in 1..=3 {
+            let par = Parallelism::new(threads).unwrap();
+            let (seen, names) = par.install(|| {
+                let seen = rayon::current_num_threads();
+                let names: std::collections::BTreeSet<String> = (0..64)
+                    .into_par_iter()
+                    .map(|_| std::thread::current().name().unwrap_or("").to_string())
+                    .collect();
+                (seen, names)
+            });
+            assert_eq!(seen, threads);
+            assert!(names.len() <= threads, "{names:?}");
+            assert!(
+                names.iter().all(|n| n.starts_with("mobilenet-")),
+                "{names:?}"
+            );
         }
     }
 

@@ -60,6 +60,35 @@ impl<'a> MatRef<'a> {
         }
     }
 
+    /// Rows `range` of this matrix (a view: the strides stay). Errors if
+    /// the range does not lie within the rows.
+    ///
+    /// ```
+    /// use mobilenet::kernels::gemm::MatRef;
+    /// let a = MatRef::row_major(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], 3, 2).unwrap();
+    /// assert_eq!(a.row_range(1..3).unwrap().rows(), 2);
+    /// assert!(a.t().row_range(1..3).is_err()); // the transpose has 2 rows
+    /// ```
+    pub fn row_range(self, range: std::ops::Range<usize>) -> Result<Self> {
+        if range.start > range.end || range.end > self.rows {
+            return Err(Error::Shape(format!(
+                "rows {range:?} of a matrix with {} rows",
+                self.rows
+            )));
+        }
+        let rows = range.end - range.start;
+        let offset = if rows == 0 || self.cols == 0 {
+            0
+        } else {
+            range.start * self.row_stride
+        };
+        Ok(MatRef {
+            data: &self.data[offset..],
+            rows,
+            ..self
+        })
+    }
+
     /// Rows.
     pub fn rows(&self) -> usize {
         self.rows
@@ -110,9 +139,11 @@ pub fn matmul(a: MatRef<'_>, b: MatRef<'_>, c: &mut [f32], accumulate: bool) -> 
     let n_isize = strides(n)?;
     let beta = if accumulate { 1.0 } else { 0.0 };
     // SAFETY: `MatRef`s are only built by `row_major` (which checks
-    // rows * cols == len with row stride cols, column stride 1) and `t`
-    // (which swaps dimensions together with strides), so every element
-    // (i, j) with i < rows, j < cols lies inside its slice. `c` has exactly
+    // rows * cols == len with row stride cols, column stride 1), `t`
+    // (which swaps dimensions together with strides) and `row_range` (which
+    // starts the slice at its first row, so that its last element is the
+    // parent's element (end - 1, cols - 1)), so every element (i, j) with
+    // i < rows, j < cols lies inside its slice. `c` has exactly
     // m * n elements, addressed with row stride n and column stride 1. The
     // three slices are distinct borrows (`c` is `&mut`), so they do not
     // alias. With beta = 0 matrixmultiply never reads `c`.

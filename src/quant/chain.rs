@@ -519,7 +519,8 @@ impl<H: Head> Chain<H> {
             }
             Ok(())
         };
-        if split.is_some() {
+        if split.is_some() || par.threads() == 1 {
+            // (At one thread this runs on the caller's thread: nothing splits.)
             par.install_awake(images)
         } else {
             par.install(images)

@@ -605,7 +605,6 @@ impl TrainNet {
                 &grad,
                 &mut self.grads[weight_index(l)],
                 need_input_grad.then_some(grad_prev.as_mut_slice()),
-                batch,
             )?;
             std::mem::swap(&mut grad, &mut grad_prev);
         }
@@ -764,6 +763,61 @@ fn conv_forward(
     Ok(())
 }
 
+/// Rows of a pointwise layer's `[rows, channels]` data whose share of the
+/// weight gradient is summed apart, the shares then added in order. The
+/// split is fixed by the shapes alone, never by the thread count, so that a
+/// step gives the same bits with any number of threads.
+const ROWS_PER_WEIGHT_PARTIAL: usize = 2048;
+
+/// Images whose share of a depthwise or stem weight gradient is summed
+/// apart (for the same reason).
+const IMAGES_PER_WEIGHT_PARTIAL: usize = 4;
+
+/// Pointwise weight gradient `dW [N, K] = dZᵀ [N, M] · X [M, K]` (`dz`
+/// `[M, N]`, `x` `[M, K]`, M the rows of the batch). The rows are cut into
+/// fixed parts (partial sums added in order); each part's product is split
+/// by rows of dW across the threads, which changes no bit (each element is
+/// the same dot product whichever block computes it).
+fn pointwise_grad_weight(
+    dz: &[f32],
+    n: usize,
+    x: &[f32],
+    k: usize,
+    grad_weight: &mut [f32],
+) -> Result<()> {
+    let (n, k) = (n.max(1), k.max(1));
+    let rows = dz.len() / n;
+    let parts = rows.div_ceil(ROWS_PER_WEIGHT_PARTIAL).max(1);
+    // Blocks of dW rows per part: enough tasks for every thread when there
+    // are few parts, in multiples of 8 rows (the GEMM's register tile).
+    let blocks = rayon::current_num_threads().div_ceil(parts);
+    let block_rows = n.div_ceil(blocks).next_multiple_of(8);
+    let mut partials = vec![0.0f32; parts * n * k];
+    partials
+        .par_chunks_mut(n * k)
+        .zip(dz.par_chunks(ROWS_PER_WEIGHT_PARTIAL * n))
+        .zip(x.par_chunks(ROWS_PER_WEIGHT_PARTIAL * k))
+        .try_for_each(|((part, d), x)| {
+            let m = d.len() / n;
+            let dt = MatRef::row_major(d, m, n)?.t();
+            let x = MatRef::row_major(x, m, k)?;
+            part.par_chunks_mut(block_rows * k)
+                .enumerate()
+                .try_for_each(|(b, out)| {
+                    let start = b * block_rows;
+                    matmul(dt.row_range(start..start + out.len() / k)?, x, out, false)
+                })
+        })?;
+    let mut shares = partials.chunks_exact(n * k);
+    if let Some(first) = shares.next() {
+        grad_weight.copy_from_slice(first);
+    }
+    for share in shares {
+        grad_weight.iter_mut().zip(share).for_each(|(g, s)| *g += s);
+    }
+    Ok(())
+}
+
 /// Adds `b` into `a` element-wise. Per-task partial sums are collected in
 /// task order and folded with this sequentially, never with rayon's
 /// `reduce`, whose tree follows work stealing: a step must give the same
@@ -775,7 +829,6 @@ fn add_into(mut a: Vec<f32>, b: Vec<f32>) -> Vec<f32> {
 
 /// Backward convolution of a whole batch: the weight gradient into
 /// `grad_weight` (OIHW, overwritten) and, if asked, the input gradient.
-#[allow(clippy::too_many_arguments)]
 fn conv_backward(
     isa: Isa,
     layer: &ConvLayer,
@@ -784,33 +837,14 @@ fn conv_backward(
     dz: &[f32],
     grad_weight: &mut [f32],
     grad_input: Option<&mut [f32]>,
-    batch: usize,
 ) -> Result<()> {
     let spec = &layer.spec;
     let (c_in, c_out) = (spec.input[2], spec.output[2]);
     let in_len = spec.input[0] * spec.input[1] * c_in;
     let out_len = spec.output[0] * spec.output[1] * c_out;
-    let tasks = rayon::current_num_threads().max(1);
     match (spec.kind, layer.geom) {
         (LayerKind::Pointwise, _) => {
-            let rows = dz.len() / c_out;
-            // dW [N, K] = dZᵀ [N, M] · X [M, K], the M rows split over tasks.
-            let per_task = rows.div_ceil(tasks).max(1);
-            let dw = dz
-                .par_chunks(per_task * c_out)
-                .zip(input.par_chunks(per_task * c_in))
-                .map(|(d, x)| {
-                    let m = d.len() / c_out;
-                    let mut part = vec![0.0f32; c_out * c_in];
-                    let d = MatRef::row_major(d, m, c_out)?;
-                    let x = MatRef::row_major(x, m, c_in)?;
-                    matmul(d.t(), x, &mut part, false)?;
-                    Ok(part)
-                })
-                .collect::<Result<Vec<_>>>()?
-                .into_iter()
-                .fold(vec![0.0f32; c_out * c_in], add_into);
-            grad_weight.copy_from_slice(&dw);
+            pointwise_grad_weight(dz, c_out, input, c_in, grad_weight)?;
             if let Some(dx) = grad_input {
                 // dX [M, K] = dZ [M, N] · W [N, K].
                 let w = MatRef::row_major(weight, c_out, c_in)?;
@@ -823,10 +857,9 @@ fn conv_backward(
             }
         }
         (LayerKind::Depthwise, Some(geom)) => {
-            let per_task = batch.div_ceil(tasks).max(1);
             let taps = dz
-                .par_chunks(per_task * out_len)
-                .zip(input.par_chunks(per_task * in_len))
+                .par_chunks(IMAGES_PER_WEIGHT_PARTIAL * out_len)
+                .zip(input.par_chunks(IMAGES_PER_WEIGHT_PARTIAL * in_len))
                 .map(|(d, x)| {
                     let mut part = vec![0.0f32; 9 * c_out];
                     for (d, x) in d.chunks_exact(out_len).zip(x.chunks_exact(in_len)) {
@@ -856,10 +889,9 @@ fn conv_backward(
                     spec.name
                 )));
             }
-            let per_task = batch.div_ceil(tasks).max(1);
             let taps = dz
-                .par_chunks(per_task * out_len)
-                .zip(input.par_chunks(per_task * in_len))
+                .par_chunks(IMAGES_PER_WEIGHT_PARTIAL * out_len)
+                .zip(input.par_chunks(IMAGES_PER_WEIGHT_PARTIAL * in_len))
                 .map(|(d, x)| {
                     let mut part = vec![0.0f32; 9 * c_in * c_out];
                     for (d, x) in d.chunks_exact(out_len).zip(x.chunks_exact(in_len)) {
