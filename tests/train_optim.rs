@@ -80,6 +80,41 @@ fn assert_close(got: &[f32], want: &[f64], tol: f64) {
 
 // ------------------------------------------------------------------- SGD
 
+/// A long parameter is updated in parallel pieces: every element must get
+/// exactly the update it gets alone (as a one-element parameter).
+#[test]
+fn long_parameters_update_in_pieces_as_each_element_alone() {
+    let len = 40_003;
+    let configs = [
+        sgd(0.9, 0.0, true, 1e-3),
+        rmsprop(RmsPropFlavour::TensorFlow, 0.9, 0.9, 1.0),
+        rmsprop(RmsPropFlavour::PyTorch, 0.99, 0.9, 1e-8),
+    ];
+    let value = |i: usize, step: usize| ((i * 7919 + step * 104_729) % 2001) as f32 / 1000.0 - 1.0;
+    for config in configs {
+        for threads in [1, 2] {
+            let par = mobilenet::engine::Parallelism::new(threads).unwrap();
+            let mut long = Optimizer::new(config, &one_param(len, ParamGroup::Weights)).unwrap();
+            let mut p: Vec<f32> = (0..len).map(|i| value(i, 0)).collect();
+            let mut alone = Vec::new();
+            for i in (0..len).step_by(997) {
+                let opt = Optimizer::new(config, &one_param(1, ParamGroup::Weights)).unwrap();
+                alone.push((i, opt, [p[i]]));
+            }
+            for step in 1..=3 {
+                let g: Vec<f32> = (0..len).map(|i| value(i, step)).collect();
+                par.install(|| long.step(0, &mut p, &g, 0.01)).unwrap();
+                for (i, opt, q) in &mut alone {
+                    opt.step(0, q, &g[*i..*i + 1], 0.01).unwrap();
+                }
+            }
+            for (i, _, q) in &alone {
+                assert_eq!(p[*i].to_bits(), q[0].to_bits(), "{config:?}, element {i}");
+            }
+        }
+    }
+}
+
 #[test]
 fn sgd_plain_matches_hand_computation() {
     let specs = one_param(2, ParamGroup::Weights);

@@ -44,11 +44,13 @@ pub fn run(a: &EngineArgs, json_output: bool) -> Result<()> {
     let labels: Vec<usize> = (0..a.batch).map(|i| i % config.classes).collect();
     let options = StepOptions::default();
     let mut step = || -> Result<f32> {
-        let stats = par.install(|| trainee.forward_backward(&images, &labels, &options))?;
-        for (i, (param, grad)) in trainee.params_and_grads().enumerate() {
-            optimizer.step(i, param, grad, LR)?;
-        }
-        Ok(stats.loss)
+        par.install(|| {
+            let stats = trainee.forward_backward(&images, &labels, &options)?;
+            for (i, (param, grad)) in trainee.params_and_grads().enumerate() {
+                optimizer.step(i, param, grad, LR)?;
+            }
+            Ok(stats.loss)
+        })
     };
     for _ in 0..a.warmup {
         step()?;

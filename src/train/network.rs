@@ -33,8 +33,17 @@ use crate::model::{Architecture, LayerKind, LayerSpec, MobileNet, Variant};
 use crate::tensor::Tensor;
 use crate::train::optim::{ParamGroup, ParamSpec};
 
-/// Rows of a pointwise GEMM handed to one rayon task.
+/// Most rows of a pointwise GEMM handed to one rayon task.
 const ROWS_PER_TASK: usize = 512;
+
+/// Rows per task of a pointwise GEMM over `rows` rows: at most
+/// [`ROWS_PER_TASK`], fewer when that would leave a thread idle (the last
+/// layers of a small-image batch have only a few hundred rows). Rows are
+/// computed independently, so the split changes no bit.
+fn rows_per_task(rows: usize) -> usize {
+    rows.div_ceil(rayon::current_num_threads().max(1))
+        .clamp(1, ROWS_PER_TASK)
+}
 
 /// How one training step treats the network.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -732,8 +741,9 @@ fn conv_forward(
     match (spec.kind, layer.geom) {
         (LayerKind::Pointwise, _) => {
             let packed = PackedPointwise::pack(isa, weight, &zero_bias, c_in, c_out)?;
-            z.par_chunks_mut(ROWS_PER_TASK * c_out)
-                .zip(input.par_chunks(ROWS_PER_TASK * c_in))
+            let per_task = rows_per_task(z.len() / c_out.max(1));
+            z.par_chunks_mut(per_task * c_out)
+                .zip(input.par_chunks(per_task * c_in))
                 .try_for_each(|(out, inp)| {
                     packed.run(inp, out, inp.len() / c_in, Epilogue::IDENTITY)
                 })
@@ -848,8 +858,9 @@ fn conv_backward(
             if let Some(dx) = grad_input {
                 // dX [M, K] = dZ [M, N] · W [N, K].
                 let w = MatRef::row_major(weight, c_out, c_in)?;
-                dx.par_chunks_mut(ROWS_PER_TASK * c_in)
-                    .zip(dz.par_chunks(ROWS_PER_TASK * c_out))
+                let per_task = rows_per_task(dz.len() / c_out.max(1));
+                dx.par_chunks_mut(per_task * c_in)
+                    .zip(dz.par_chunks(per_task * c_out))
                     .try_for_each(|(dx, d)| {
                         let m = d.len() / c_out;
                         matmul(MatRef::row_major(d, m, c_out)?, w, dx, false)

@@ -363,7 +363,8 @@ impl Optimizer {
     /// Updates parameter `index` in place from its gradient with learning
     /// rate `lr`. Errors (and changes nothing) if the index is unknown, the
     /// lengths differ from the registered one, or `lr` is negative or not
-    /// finite.
+    /// finite. A long parameter is updated in pieces on the rayon pool this
+    /// runs in (call it inside [`crate::engine::Parallelism::install`]).
     pub fn step(&mut self, index: usize, param: &mut [f32], grad: &[f32], lr: f32) -> Result<()> {
         let Some(spec) = self.specs.get(index) else {
             return invalid(format!(
@@ -385,13 +386,28 @@ impl Optimizer {
         }
         let wd = self.config.weight_decay.rate_for(spec.group);
         let slots = &mut self.slots[index];
-        match self.config.algorithm {
-            Algorithm::Sgd(s) => sgd_step(s, slots, param, grad, wd, lr),
-            Algorithm::RmsProp(r) => match r.flavour {
-                RmsPropFlavour::TensorFlow => rmsprop_tf_step(r, slots, param, grad, wd, lr),
-                RmsPropFlavour::PyTorch => rmsprop_torch_step(r, slots, param, grad, wd, lr),
-            },
-        }
+        let first = slots.steps == 0;
+        let algorithm = self.config.algorithm;
+        let update = |p: &mut [f32], g: &[f32], momentum: &mut [f32], mean_square: &mut [f32]| {
+            match algorithm {
+                Algorithm::Sgd(s) => sgd_step(s, first, p, g, momentum, wd, lr),
+                Algorithm::RmsProp(r) => match r.flavour {
+                    RmsPropFlavour::TensorFlow => {
+                        rmsprop_tf_step(r, p, g, momentum, mean_square, wd, lr)
+                    }
+                    RmsPropFlavour::PyTorch => {
+                        rmsprop_torch_step(r, p, g, momentum, mean_square, wd, lr)
+                    }
+                },
+            }
+        };
+        in_pieces(
+            param,
+            grad,
+            &mut slots.momentum,
+            &mut slots.mean_square,
+            &update,
+        );
         slots.steps += 1;
         Ok(())
     }
@@ -503,14 +519,46 @@ impl Slots {
     }
 }
 
+/// Elements per piece of a parameter updated as one rayon task.
+const PIECE: usize = 16 * 1024;
+
+/// Runs `update` on pieces of at most [`PIECE`] elements of a parameter,
+/// its gradient and its state buffers (empty ones stay empty), in parallel
+/// in the rayon pool this runs in. The updates are element-wise, so the
+/// pieces give the same bits as one call.
+fn in_pieces<F>(p: &mut [f32], g: &[f32], momentum: &mut [f32], mean_square: &mut [f32], update: &F)
+where
+    F: Fn(&mut [f32], &[f32], &mut [f32], &mut [f32]) + Sync,
+{
+    if p.len() <= PIECE {
+        return update(p, g, momentum, mean_square);
+    }
+    let mid = (p.len() / 2).next_multiple_of(64);
+    let (p0, p1) = p.split_at_mut(mid);
+    let (g0, g1) = g.split_at(mid.min(g.len()));
+    let (m0, m1) = momentum.split_at_mut(mid.min(momentum.len()));
+    let (s0, s1) = mean_square.split_at_mut(mid.min(mean_square.len()));
+    rayon::join(
+        || in_pieces(p0, g0, m0, s0, update),
+        || in_pieces(p1, g1, m1, s1, update),
+    );
+}
+
 /// `torch.optim.SGD`, single-tensor path, operation for operation.
 ///
 /// Every PyTorch `x.add(y, alpha=a)` is one fused multiply-add here, as in
 /// ATen's CPU kernel (`vec::fmadd(y, a, x)`, a true FMA on AVX2 and NEON):
 /// `f32::mul_add` rounds once on every platform, so the result does not
 /// depend on the CPU.
-fn sgd_step(s: SgdConfig, slots: &mut Slots, param: &mut [f32], grad: &[f32], wd: f32, lr: f32) {
-    let first = slots.steps == 0;
+fn sgd_step(
+    s: SgdConfig,
+    first: bool,
+    param: &mut [f32],
+    grad: &[f32],
+    momentum: &mut [f32],
+    wd: f32,
+    lr: f32,
+) {
     let neg_lr = -lr;
     if s.momentum == 0.0 {
         for (p, &g) in param.iter_mut().zip(grad) {
@@ -521,7 +569,7 @@ fn sgd_step(s: SgdConfig, slots: &mut Slots, param: &mut [f32], grad: &[f32], wd
     }
     // PyTorch computes `1 - dampening` in double and rounds it once.
     let keep = (1.0 - f64::from(s.dampening)) as f32;
-    for ((p, &g), buf) in param.iter_mut().zip(grad).zip(&mut slots.momentum) {
+    for ((p, &g), buf) in param.iter_mut().zip(grad).zip(momentum) {
         let d = if wd != 0.0 { p.mul_add(wd, g) } else { g };
         *buf = if first {
             d
@@ -540,9 +588,10 @@ fn sgd_step(s: SgdConfig, slots: &mut Slots, param: &mut [f32], grad: &[f32], wd
 /// TensorFlow's `ApplyRMSProp` CPU kernel, in its order of operations.
 fn rmsprop_tf_step(
     r: RmsPropConfig,
-    slots: &mut Slots,
     param: &mut [f32],
     grad: &[f32],
+    momentum: &mut [f32],
+    mean_square: &mut [f32],
     wd: f32,
     lr: f32,
 ) {
@@ -550,7 +599,7 @@ fn rmsprop_tf_step(
     let iter = param
         .iter_mut()
         .zip(grad)
-        .zip(slots.mean_square.iter_mut().zip(&mut slots.momentum));
+        .zip(mean_square.iter_mut().zip(momentum));
     for ((p, &g), (ms, mom)) in iter {
         let g = if wd != 0.0 { g + wd * *p } else { g };
         *ms += (g * g - *ms) * one_minus_rho;
@@ -564,9 +613,10 @@ fn rmsprop_tf_step(
 /// `x + (v·a)/b`, `add(alpha)` is a fused multiply-add (see [`sgd_step`]).
 fn rmsprop_torch_step(
     r: RmsPropConfig,
-    slots: &mut Slots,
     param: &mut [f32],
     grad: &[f32],
+    momentum: &mut [f32],
+    mean_square: &mut [f32],
     wd: f32,
     lr: f32,
 ) {
@@ -576,7 +626,7 @@ fn rmsprop_torch_step(
     let iter = param
         .iter_mut()
         .zip(grad)
-        .zip(slots.mean_square.iter_mut().zip(&mut slots.momentum));
+        .zip(mean_square.iter_mut().zip(momentum));
     for ((p, &g), (ms, buf)) in iter {
         let g = if wd != 0.0 { p.mul_add(wd, g) } else { g };
         *ms = *ms * r.decay + one_minus_rho * g * g;

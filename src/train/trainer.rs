@@ -35,7 +35,7 @@ use crate::model::MobileNet;
 use crate::train::atomic::write_atomic;
 use crate::train::evaluate::{Evaluation, evaluate};
 use crate::train::metrics::{EpochMetrics, MetricsLog};
-use crate::train::network::{StepOptions, TrainNet};
+use crate::train::network::{StepOptions, StepStats, TrainNet};
 use crate::train::optim::{Optimizer, OptimizerConfig};
 use crate::train::plot::plot_curves;
 use crate::train::schedule::Schedule;
@@ -280,8 +280,14 @@ pub fn train(
                     .wrapping_add(state.steps),
                 ..options.step
             };
-            let stats = par.install(|| {
-                trainee.forward_backward(&batch.images, &batch.labels, &step_options)
+            let stats = par.install(|| -> Result<StepStats> {
+                let stats =
+                    trainee.forward_backward(&batch.images, &batch.labels, &step_options)?;
+                for (i, (param, grad)) in trainee.params_and_grads().enumerate().skip(first_trained)
+                {
+                    optimizer.step(i, param, grad, lr as f32)?;
+                }
+                Ok(stats)
             })?;
             if !stats.loss.is_finite() {
                 return Err(Error::InvalidConfig(format!(
@@ -290,9 +296,6 @@ pub fn train(
                     epoch + 1,
                     batch.index + 1
                 )));
-            }
-            for (i, (param, grad)) in trainee.params_and_grads().enumerate().skip(first_trained) {
-                optimizer.step(i, param, grad, lr as f32)?;
             }
             state.steps += 1;
             batches_done += 1;
