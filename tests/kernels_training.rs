@@ -11,8 +11,8 @@
 use mobilenet::kernels::Isa;
 use mobilenet::kernels::batch_norm;
 use mobilenet::kernels::conv_grad::{
-    conv3x3_grad_weight_nhwc, depthwise3x3_grad_input_nhwc, depthwise3x3_grad_weight_nhwc,
-    oihw_from_taps, taps_from_oihw,
+    conv3x3_grad_weight_nhwc, conv3x3_grad_weight_reference, depthwise3x3_grad_input_nhwc,
+    depthwise3x3_grad_weight_nhwc, oihw_from_taps, taps_from_oihw,
 };
 use mobilenet::kernels::depthwise::Conv3x3Geometry;
 use mobilenet::kernels::gemm::{MatRef, matmul, matmul_reference};
@@ -55,6 +55,15 @@ fn conv_params(geom: &Conv3x3Geometry, pad: [usize; 4], groups: usize) -> Conv2d
 
 fn bits(v: &[f32]) -> Vec<u32> {
     v.iter().map(|x| x.to_bits()).collect()
+}
+
+/// Element-wise agreement of two sums of at most a few hundred products
+/// of values in [-1, 1] taken in different orders.
+fn near(a: &[f32], b: &[f32]) -> bool {
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .all(|(x, y)| (x - y).abs() <= 1e-5 * (1.0 + x.abs().max(y.abs())) * 16.0)
 }
 
 fn close(a: f64, b: f64, scale: f64) -> bool {
@@ -124,6 +133,9 @@ proptest! {
         let lhs = dot(y.data(), &g);
         let mut taps = vec![0.0; 9 * c_in * c_out];
         conv3x3_grad_weight_nhwc(Isa::Portable, &geom, c_in, c_out, &x, &g, &mut taps).unwrap();
+        let mut plain = vec![0.0; 9 * c_in * c_out];
+        conv3x3_grad_weight_reference(Isa::Portable, &geom, c_in, c_out, &x, &g, &mut plain).unwrap();
+        prop_assert!(near(&taps, &plain), "stem weight gradient: {:?} vs the plain loop {:?}", taps, plain);
         for isa in Isa::supported() {
             let mut taps_isa = vec![0.0; 9 * c_in * c_out];
             conv3x3_grad_weight_nhwc(isa, &geom, c_in, c_out, &x, &g, &mut taps_isa).unwrap();

@@ -158,11 +158,169 @@ pub fn depthwise3x3_grad_weight_nhwc(
     Ok(())
 }
 
+/// Output channels per register block of the stem's weight gradient: one
+/// 256-bit vector, so that its nine running sums fit the 16 vector
+/// registers of AVX2.
+const BLOCK: usize = 8;
+
+/// `width` (<= [`BLOCK`]) values of `src` from `at`, zero-padded to a block.
+#[inline(always)]
+fn load_block(src: &[f32], at: usize, width: usize) -> [f32; BLOCK] {
+    let mut v = [0.0; BLOCK];
+    v[..width].copy_from_slice(&src[at..at + width]);
+    v
+}
+
+/// `acc += x · d`, lane by lane (a separate multiply and add, as the plain
+/// loops compute it, on every ISA).
+#[inline(always)]
+fn multiply_add(acc: &mut [f32; BLOCK], x: &[f32; BLOCK], d: &[f32; BLOCK]) {
+    for ((a, &x), &d) in acc.iter_mut().zip(x).zip(d) {
+        *a += x * d;
+    }
+}
+
+/// The valid taps of output position `o` along one axis.
+#[inline(always)]
+fn taps_of(o: usize, stride: usize, pad: usize, size: usize) -> [Option<usize>; 3] {
+    [0, 1, 2].map(|k| tap_index(o, k, stride, pad, size))
+}
+
 /// Gradient of a full 3x3 convolution (`C_in -> C_out`, the stem) with
 /// respect to its weights, **added** to `grad_weight`, laid out
 /// `[ky][kx][c_in][C_out]` (output channels innermost, so each input value
 /// scales one contiguous row of `grad_output`).
+///
+/// Output channels go in blocks of [`BLOCK`] and input channels in threes;
+/// for one kernel row `ky`, the 3 x 3 running sums of a block (`kx` by input
+/// channel) stay in registers while the image streams past. The plain loop
+/// ([`conv3x3_grad_weight_reference`]) reads and writes a sum in memory for
+/// every pixel, tap and input channel. Same order, same bits, on every ISA.
 pub fn conv3x3_grad_weight_nhwc(
+    isa: Isa,
+    geom: &Conv3x3Geometry,
+    c_in: usize,
+    c_out: usize,
+    input: &[f32],
+    grad_output: &[f32],
+    grad_weight: &mut [f32],
+) -> Result<()> {
+    geom.validate()?;
+    check_len("input", input.len(), [geom.in_h, geom.in_w, c_in])?;
+    check_len(
+        "grad output",
+        grad_output.len(),
+        [geom.out_h, geom.out_w, c_out],
+    )?;
+    check_len("conv weight grad", grad_weight.len(), [9, c_in, c_out])?;
+    #[inline(always)]
+    fn blocks(
+        geom: &Conv3x3Geometry,
+        c_in: usize,
+        c_out: usize,
+        input: &[f32],
+        grad_output: &[f32],
+        grad_weight: &mut [f32],
+    ) {
+        for ci0 in (0..c_in).step_by(3) {
+            let inputs = (c_in - ci0).min(3);
+            for ky in 0..3 {
+                let mut co0 = 0;
+                while co0 + BLOCK <= c_out {
+                    let block = StemBlock {
+                        ky,
+                        ci0,
+                        inputs,
+                        co0,
+                        width: BLOCK,
+                    };
+                    stem_weight_block(geom, c_in, c_out, block, input, grad_output, grad_weight);
+                    co0 += BLOCK;
+                }
+                if co0 < c_out {
+                    let block = StemBlock {
+                        ky,
+                        ci0,
+                        inputs,
+                        co0,
+                        width: c_out - co0,
+                    };
+                    stem_weight_block(geom, c_in, c_out, block, input, grad_output, grad_weight);
+                }
+            }
+        }
+    }
+    at_vector_width!(
+        isa,
+        blocks(geom, c_in, c_out, input, grad_output, grad_weight)
+    );
+    Ok(())
+}
+
+/// Which sums one pass of [`stem_weight_block`] gathers: kernel row `ky`,
+/// input channels `ci0..ci0 + inputs` (<= 3), output channels
+/// `co0..co0 + width` (<= [`BLOCK`]).
+#[derive(Clone, Copy)]
+struct StemBlock {
+    ky: usize,
+    ci0: usize,
+    inputs: usize,
+    co0: usize,
+    width: usize,
+}
+
+/// One block of [`conv3x3_grad_weight_nhwc`].
+#[inline(always)]
+fn stem_weight_block(
+    geom: &Conv3x3Geometry,
+    c_in: usize,
+    c_out: usize,
+    b: StemBlock,
+    input: &[f32],
+    grad_output: &[f32],
+    grad_weight: &mut [f32],
+) {
+    let s = geom.stride;
+    // acc[kx * 3 + i]: tap (ky, kx), input channel ci0 + i.
+    let mut acc = [[0.0f32; BLOCK]; 9];
+    for oy in 0..geom.out_h {
+        let Some(iy) = tap_index(oy, b.ky, s, geom.pad_top, geom.in_h) else {
+            continue;
+        };
+        for ox in 0..geom.out_w {
+            let cols = taps_of(ox, s, geom.pad_left, geom.in_w);
+            let d = load_block(grad_output, (oy * geom.out_w + ox) * c_out + b.co0, b.width);
+            for (kx, ix) in cols.iter().enumerate() {
+                let Some(ix) = *ix else { continue };
+                let pixel = (iy * geom.in_w + ix) * c_in + b.ci0;
+                for i in 0..3 {
+                    if i < b.inputs {
+                        let x = [input[pixel + i]; BLOCK];
+                        multiply_add(&mut acc[kx * 3 + i], &x, &d);
+                    }
+                }
+            }
+        }
+    }
+    for kx in 0..3 {
+        for i in 0..b.inputs {
+            let row = ((b.ky * 3 + kx) * c_in + b.ci0 + i) * c_out + b.co0;
+            for (g, v) in grad_weight[row..][..b.width]
+                .iter_mut()
+                .zip(&acc[kx * 3 + i])
+            {
+                *g += v;
+            }
+        }
+    }
+}
+
+/// The plain loop of [`conv3x3_grad_weight_nhwc`] (accumulating in memory):
+/// its oracle. Gradient of a full 3x3 convolution (`C_in -> C_out`, the
+/// stem) with respect to its weights, **added** to `grad_weight`, laid out
+/// `[ky][kx][c_in][C_out]` (output channels innermost, so each input value
+/// scales one contiguous row of `grad_output`).
+pub fn conv3x3_grad_weight_reference(
     isa: Isa,
     geom: &Conv3x3Geometry,
     c_in: usize,
