@@ -157,8 +157,8 @@ pub struct Args {
     /// --threads, --workers and --epochs may be given with it).
     #[arg(long, conflicts_with_all = ["data", "val", "from", "alpha", "resolution", "strides", "batch", "optimizer", "lr", "seed", "schedule"])]
     resume: Option<PathBuf>,
-    /// Threads for the training step (default: all cores but one, which
-    /// is left to the image workers).
+    /// Threads for the training step (default: one per core; the image
+    /// workers take little beside it on small images).
     #[arg(long)]
     threads: Option<usize>,
     /// Threads decoding and augmenting images.
@@ -200,13 +200,7 @@ pub fn run(args: &Args) -> Result<()> {
     let epochs = run_args.epochs.unwrap_or(DEFAULT_EPOCHS);
     let threads = match args.threads {
         Some(t) => t,
-        // The step splits every layer across its threads and waits for
-        // the slowest: a thread that shares its core with the image workers
-        // holds all the others up (on 2 cores, 2 step threads ran an epoch
-        // in 177 s, 1 thread in 109 s).
-        None => {
-            std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1))
-        }
+        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
     let par = Parallelism::new(threads)?;
     let data_path = run_args
