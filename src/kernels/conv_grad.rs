@@ -186,6 +186,26 @@ fn taps_of(o: usize, stride: usize, pad: usize, size: usize) -> [Option<usize>; 
     [0, 1, 2].map(|k| tap_index(o, k, stride, pad, size))
 }
 
+/// The geometry and the buffer lengths of a stem weight gradient.
+fn check_stem_lengths(
+    geom: &Conv3x3Geometry,
+    c_in: usize,
+    c_out: usize,
+    input: &[f32],
+    grad_output: &[f32],
+    grad_weight: &[f32],
+) -> Result<()> {
+    geom.validate()?;
+    check_len("input", input.len(), [geom.in_h, geom.in_w, c_in])?;
+    check_len(
+        "grad output",
+        grad_output.len(),
+        [geom.out_h, geom.out_w, c_out],
+    )?;
+    check_len("conv weight grad", grad_weight.len(), [9, c_in, c_out])?;
+    Ok(())
+}
+
 /// Gradient of a full 3x3 convolution (`C_in -> C_out`, the stem) with
 /// respect to its weights, **added** to `grad_weight`, laid out
 /// `[ky][kx][c_in][C_out]` (output channels innermost, so each input value
@@ -205,14 +225,7 @@ pub fn conv3x3_grad_weight_nhwc(
     grad_output: &[f32],
     grad_weight: &mut [f32],
 ) -> Result<()> {
-    geom.validate()?;
-    check_len("input", input.len(), [geom.in_h, geom.in_w, c_in])?;
-    check_len(
-        "grad output",
-        grad_output.len(),
-        [geom.out_h, geom.out_w, c_out],
-    )?;
-    check_len("conv weight grad", grad_weight.len(), [9, c_in, c_out])?;
+    check_stem_lengths(geom, c_in, c_out, input, grad_output, grad_weight)?;
     #[inline(always)]
     fn blocks(
         geom: &Conv3x3Geometry,
@@ -329,14 +342,7 @@ pub fn conv3x3_grad_weight_reference(
     grad_output: &[f32],
     grad_weight: &mut [f32],
 ) -> Result<()> {
-    geom.validate()?;
-    check_len("input", input.len(), [geom.in_h, geom.in_w, c_in])?;
-    check_len(
-        "grad output",
-        grad_output.len(),
-        [geom.out_h, geom.out_w, c_out],
-    )?;
-    check_len("conv weight grad", grad_weight.len(), [9, c_in, c_out])?;
+    check_stem_lengths(geom, c_in, c_out, input, grad_output, grad_weight)?;
     if c_in == 0 || c_out == 0 {
         return Ok(());
     }
