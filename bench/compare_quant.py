@@ -17,8 +17,8 @@ on a shared machine.
 
 Usage:
   bench/.venv/bin/python bench/compare_quant.py [--models 0.25_128 0.5_160 0.75_192 1.0_224]
-      [--threads 1 2] [--rounds 2] [--runs 100] [--warmup 10] [--runs-uint8 5]
-      [--warmup-uint8 1] [--max-seconds 3] [--shared ../shared] [--bin target/release/mobilenet]
+      [--threads 1 2] [--rounds 2] [--runs 100] [--warmup 10] [--runs-uint8 N]
+      [--warmup-uint8 N] [--max-seconds 3] [--shared ../shared] [--bin target/release/mobilenet]
       [--out bench/results/quant.json]
 """
 from __future__ import annotations
@@ -111,10 +111,12 @@ def run_ours(a, bin_path: str, model: str, engine: str, threads: int) -> dict:
         cmd = [bin_path, "bench", "--model", paths[0]]
         if len(paths) > 1:
             cmd += ["--head", paths[1]]
-        runs, warmup = a.runs_uint8, a.warmup_uint8
+        runs = a.runs if a.runs_uint8 is None else a.runs_uint8
+        warmup = a.warmup if a.warmup_uint8 is None else a.warmup_uint8
     else:
         cmd = [bin_path, "bench", "--alpha", str(alpha), "--resolution", str(res)]
         runs, warmup = a.runs, a.warmup
+    if a.max_seconds:
         # ours has no time cap of its own: cap its run count from a quick probe of its speed
         probe = _ours(cmd + ["--threads", str(threads), "--runs", "3", "--warmup", "1"], threads, a)
         runs = max(10, min(runs, int(a.max_seconds * 1e3 / max(probe["median_ms"], 1e-3))))
@@ -157,10 +159,12 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--runs", type=int, default=100, help="timed runs of LiteRT and our float engine")
     ap.add_argument("--warmup", type=int, default=10)
-    ap.add_argument("--runs-uint8", type=int, default=5, help="timed runs of our uint8 executor")
-    ap.add_argument("--warmup-uint8", type=int, default=1)
+    ap.add_argument("--runs-uint8", type=int, default=None,
+                    help="timed runs of our uint8 executor (default: as --runs; a slow executor once "
+                         "needed fewer, and 5 runs made its medians noisy)")
+    ap.add_argument("--warmup-uint8", type=int, default=None, help="default: as --warmup")
     ap.add_argument("--max-seconds", type=float, default=3.0,
-                    help="per timed phase of LiteRT and our float engine (at least 10 runs)")
+                    help="per timed phase of each engine (at least 10 runs)")
     ap.add_argument("--timeout", type=float, default=600.0)
     ap.add_argument("--shared", default=default_shared())
     ap.add_argument("--bin", default=default_bin())
