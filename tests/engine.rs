@@ -77,19 +77,24 @@ fn check(cfg: &MobileNetConfig, batch: usize, thread_counts: &[usize]) {
     let x = images(batch, cfg.resolution, 3);
     let reference = net.forward(&x).unwrap();
     for isa in Isa::supported() {
-        for fuse_separable in [true, false] {
+        // Fused with the default bands (one per layer on small maps), with
+        // 4 KiB bands (many per layer, thin last ones), and unfused.
+        let default_band = PlanOptions::default().band_bytes;
+        for (fuse_separable, band_bytes) in [(true, default_band), (true, 4 << 10), (false, 0)] {
             // Split every step across the threads, however small, so that
             // the parallel paths are exercised on small test networks too.
             let options = PlanOptions {
                 isa: Some(isa),
                 fuse_separable,
+                band_bytes: band_bytes.max(1),
                 min_parallel_mult_adds: 0,
                 ..Default::default()
             };
             for &threads in thread_counts {
                 let got = engine_logits(&net, &x, &options, threads);
                 let what = format!(
-                    "{} batch {batch} {isa} fuse {fuse_separable} threads {threads}",
+                    "{} batch {batch} {isa} fuse {fuse_separable} band {band_bytes} B threads \
+                     {threads}",
                     cfg.name()
                 );
                 assert_close(&reference, &got, &what);

@@ -26,7 +26,12 @@ pub struct PlanOptions {
     /// band of rows by band of rows, so the depthwise output is read back
     /// from cache instead of memory.
     pub fuse_separable: bool,
-    /// Target size of one band of depthwise output, in bytes.
+    /// Largest band of depthwise output, in bytes. Each band's pointwise
+    /// GEMM streams all of that layer's weights, so bands should hold many
+    /// pixels; and the band should stay in L2 until the GEMM reads it.
+    /// 256 KiB (a quarter of a 1 MiB L2) measured 8 % faster than 48 KiB
+    /// for 1.0 MobileNet-224 on a Zen 5 core, whose FMAs outrun the
+    /// weights' streaming when a 14x14 layer runs one row per band.
     pub band_bytes: usize,
     /// Fuse only blocks whose output has at least this many rows: smaller
     /// maps are split across threads better pixel by pixel.
@@ -46,7 +51,7 @@ impl Default for PlanOptions {
         PlanOptions {
             isa: None,
             fuse_separable: true,
-            band_bytes: 48 << 10,
+            band_bytes: 256 << 10,
             min_fused_rows: 8,
             min_parallel_mult_adds: 1_000_000,
             split_columns: true,
