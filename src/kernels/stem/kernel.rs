@@ -168,6 +168,14 @@ unsafe fn group<S: Simd, const NV: usize, const T: usize>(ctx: &RowCtx, c0: usiz
             tile::<S, NV, T>(ctx, &k, x);
             x += T;
         }
+        if x < ctx.interior.end && ctx.interior.len() >= T {
+            // The remainder as one full tile ending at the interior's end,
+            // which recomputes some pixels of the previous tile (the same
+            // sums in the same order: the same bits): one-pixel tiles have
+            // too few accumulators to hide the FMA latency.
+            tile::<S, NV, T>(ctx, &k, ctx.interior.end - T);
+            x = ctx.interior.end;
+        }
         while x < ctx.interior.end {
             tile::<S, NV, 1>(ctx, &k, x);
             x += 1;
