@@ -80,13 +80,15 @@ fn check(cfg: &MobileNetConfig, batch: usize, thread_counts: &[usize]) {
         // Fused with the default bands (one per layer on small maps), with
         // 4 KiB bands (many per layer, thin last ones), and unfused.
         let default_band = PlanOptions::default().band_bytes;
-        for (fuse_separable, band_bytes) in [(true, default_band), (true, 4 << 10), (false, 0)] {
+        for (fuse_separable, band_bytes) in
+            [(true, default_band), (true, 4 << 10), (false, default_band)]
+        {
             // Split every step across the threads, however small, so that
             // the parallel paths are exercised on small test networks too.
             let options = PlanOptions {
                 isa: Some(isa),
                 fuse_separable,
-                band_bytes: band_bytes.max(1),
+                band_bytes,
                 min_parallel_mult_adds: 0,
                 ..Default::default()
             };
