@@ -175,26 +175,54 @@ proptest! {
         // the result of one call over all columns.
         let case = Case::new(m, k, n, seed);
         for isa in Isa::supported() {
-            let packed = case.packed(isa);
-            let nr = packed.panel_columns();
-            let panels = n.div_ceil(nr);
-            let mut bounds: Vec<usize> = cuts
-                .iter()
-                .map(|c| ((panels as f64 * c) as usize * nr).min(n))
-                .collect();
-            bounds.sort_unstable();
-            let whole = case.run(isa, ep);
-            let mut out = vec![f32::NAN; m * n];
-            let mut rest = ColumnsMut::new(&mut out, m, n).unwrap();
-            let mut at = 0;
-            for &b in &bounds {
-                let (part, right) = rest.split_at(b - at);
-                packed.run_columns(&case.input, part, ep).unwrap();
-                (rest, at) = (right, b);
-            }
-            packed.run_columns(&case.input, rest, ep).unwrap();
-            prop_assert_eq!(&whole, &out, "{} cuts {:?}", isa, bounds);
+            let (whole, parts, bounds) = run_in_column_ranges(&case, isa, &cuts, ep);
+            prop_assert_eq!(&whole, &parts, "{} cuts {:?}", isa, bounds);
         }
+    }
+}
+
+/// Runs `case` once over all columns and once as column ranges cut at the
+/// panel boundaries nearest the fractions `cuts`; returns both outputs and
+/// the cuts.
+fn run_in_column_ranges(
+    case: &Case,
+    isa: Isa,
+    cuts: &[f64],
+    ep: Epilogue,
+) -> (Vec<f32>, Vec<f32>, Vec<usize>) {
+    let (m, n) = (case.m, case.n);
+    let packed = case.packed(isa);
+    let nr = packed.panel_columns();
+    let panels = n.div_ceil(nr);
+    let mut bounds: Vec<usize> = cuts
+        .iter()
+        .map(|c| ((panels as f64 * c) as usize * nr).min(n))
+        .collect();
+    bounds.sort_unstable();
+    let whole = case.run(isa, ep);
+    let mut out = vec![f32::NAN; m * n];
+    let mut rest = ColumnsMut::new(&mut out, m, n).unwrap();
+    let mut at = 0;
+    for &b in &bounds {
+        let (part, right) = rest.split_at(b - at);
+        packed.run_columns(&case.input, part, ep).unwrap();
+        (rest, at) = (right, b);
+    }
+    packed.run_columns(&case.input, rest, ep).unwrap();
+    (whole, out, bounds)
+}
+
+#[test]
+fn weights_past_the_prefetch_size_in_column_ranges() {
+    // 300 x 490 weights (574 KiB) are prefetched panel by panel, and 490
+    // columns end in a half-width panel; the column ranges stop the
+    // prefetching at their last panel.
+    let case = Case::new(23, 300, 490, 11);
+    for isa in Isa::supported() {
+        let (whole, parts, bounds) =
+            run_in_column_ranges(&case, isa, &[0.3, 0.5, 0.9], Epilogue::RELU6);
+        case.check(isa.name(), &whole, Epilogue::RELU6).unwrap();
+        assert_eq!(whole, parts, "{isa} cuts {bounds:?}");
     }
 }
 

@@ -75,8 +75,11 @@ unsafe fn run_impl(
             let cols = (n - n0).min(width);
             let panel = &panels[p * k * NR..][..k * width];
             let bias = &pk.bias[n0..][..width];
+            let mut tile_index = 0;
             for_each_tile(mb, MR, |r0, h| {
                 let r = m0 + r0;
+                let pf = pk.prefetch_target(p, tile_index, panel_range.end);
+                tile_index += 1;
                 // SAFETY: rows r..r+h lie within 0..rows, so the input rows
                 // r..r+h (k floats each) and the view's rows are in bounds;
                 // the tile writes columns n0..n0+cols of them, which lie in
@@ -95,11 +98,13 @@ unsafe fn run_impl(
                         ldc,
                         cols,
                         ep,
+                        pf,
                     };
-                    if width == NR {
-                        dispatch::<2>(h, &t);
-                    } else {
-                        dispatch::<1>(h, &t);
+                    match (width == NR, pf.is_null()) {
+                        (true, true) => dispatch::<2, false>(h, &t),
+                        (true, false) => dispatch::<2, true>(h, &t),
+                        (false, true) => dispatch::<1, false>(h, &t),
+                        (false, false) => dispatch::<1, true>(h, &t),
                     }
                 }
             });
@@ -125,6 +130,9 @@ struct Tile {
     /// Columns of each row to store (`<= 8 * NV`).
     cols: usize,
     ep: Epilogue,
+    /// Where to prefetch one line per step of `k` into L2, or null (see
+    /// [`PackedPointwise::prefetch_target`]).
+    pf: *const f32,
 }
 
 /// # Safety
@@ -133,16 +141,16 @@ struct Tile {
 #[cfg(target_arch = "x86_64")]
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn dispatch<const NV: usize>(h: usize, t: &Tile) {
+unsafe fn dispatch<const NV: usize, const PF: bool>(h: usize, t: &Tile) {
     // SAFETY: forwarded from the caller; each arm passes R == h.
     unsafe {
         match h {
-            1 => tile::<1, NV>(t),
-            2 => tile::<2, NV>(t),
-            3 => tile::<3, NV>(t),
-            4 => tile::<4, NV>(t),
-            5 => tile::<5, NV>(t),
-            6 => tile::<6, NV>(t),
+            1 => tile::<1, NV, PF>(t),
+            2 => tile::<2, NV, PF>(t),
+            3 => tile::<3, NV, PF>(t),
+            4 => tile::<4, NV, PF>(t),
+            5 => tile::<5, NV, PF>(t),
+            6 => tile::<6, NV, PF>(t),
             _ => unreachable!("tile height {h} > MR"),
         }
     }
@@ -158,7 +166,7 @@ unsafe fn dispatch<const NV: usize>(h: usize, t: &Tile) {
 #[cfg(target_arch = "x86_64")]
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn tile<const R: usize, const NV: usize>(t: &Tile) {
+unsafe fn tile<const R: usize, const NV: usize, const PF: bool>(t: &Tile) {
     let lda = t.lda;
     // SAFETY: bias holds 8 * NV floats. Every iteration below has kk < t.k,
     // so `a` (advanced kk times) plus i * lda for i < R and `b` (advanced
@@ -173,7 +181,13 @@ unsafe fn tile<const R: usize, const NV: usize>(t: &Tile) {
         let mut acc = [bias; R];
         let mut a = t.a;
         let mut b = t.b;
+        let mut pf = t.pf;
         for _ in 0..t.k {
+            if PF {
+                // Prefetching never faults, so `pf` needs no bounds.
+                _mm_prefetch::<_MM_HINT_T1>(pf.cast());
+                pf = pf.wrapping_add(16);
+            }
             let mut bv = [_mm256_setzero_ps(); NV];
             for (v, bv) in bv.iter_mut().enumerate() {
                 *bv = _mm256_loadu_ps(b.add(8 * v));

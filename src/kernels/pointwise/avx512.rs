@@ -103,6 +103,7 @@ unsafe fn run_impl(
                 (1u16 << tail) - 1
             },
             ep,
+            pf: std::ptr::null(),
         }
     };
     let mr = tile_rows(k);
@@ -112,8 +113,11 @@ unsafe fn run_impl(
         let mb = mc.min(rows - m0);
         for p in panels.clone() {
             let wide = panel_width(n, NR, p) == NR;
+            let mut tile_index = 0;
             for_each_tile(mb, mr, |r0, h| {
                 let r = m0 + r0;
+                let pf = pk.prefetch_target(p, tile_index, panels.end);
+                tile_index += 1;
                 // SAFETY: r + h <= rows, so the input rows r..r+h are in
                 // bounds, and so are the view's rows; the tile writes
                 // columns n0..n0+cols of them, inside the view (lanes beyond
@@ -121,11 +125,13 @@ unsafe fn run_impl(
                 // of `width` floats. No other reference to the output is
                 // live.
                 unsafe {
-                    let t = tile_at(p, r);
-                    if wide {
-                        dispatch::<2>(h, &t);
-                    } else {
-                        dispatch::<1>(h, &t);
+                    let mut t = tile_at(p, r);
+                    t.pf = pf;
+                    match (wide, pf.is_null()) {
+                        (true, true) => dispatch::<2, false>(h, &t),
+                        (true, false) => dispatch::<2, true>(h, &t),
+                        (false, true) => dispatch::<1, false>(h, &t),
+                        (false, false) => dispatch::<1, true>(h, &t),
                     }
                 }
             });
@@ -151,6 +157,9 @@ struct Tile {
     /// Lanes of the last vector of each row to store.
     mask: u16,
     ep: Epilogue,
+    /// Where to prefetch one line per step of `k` into L2, or null (see
+    /// [`PackedPointwise::prefetch_target`]).
+    pf: *const f32,
 }
 
 /// # Safety
@@ -159,24 +168,24 @@ struct Tile {
 #[cfg(target_arch = "x86_64")]
 #[inline]
 #[target_feature(enable = "avx512f")]
-unsafe fn dispatch<const NV: usize>(h: usize, t: &Tile) {
+unsafe fn dispatch<const NV: usize, const PF: bool>(h: usize, t: &Tile) {
     // SAFETY: forwarded from the caller; each arm passes R == h.
     unsafe {
         match h {
-            1 => tile::<1, NV>(t),
-            2 => tile::<2, NV>(t),
-            3 => tile::<3, NV>(t),
-            4 => tile::<4, NV>(t),
-            5 => tile::<5, NV>(t),
-            6 => tile::<6, NV>(t),
-            7 => tile::<7, NV>(t),
-            8 => tile::<8, NV>(t),
-            9 => tile::<9, NV>(t),
-            10 => tile::<10, NV>(t),
-            11 => tile::<11, NV>(t),
-            12 => tile::<12, NV>(t),
-            13 => tile::<13, NV>(t),
-            14 => tile::<14, NV>(t),
+            1 => tile::<1, NV, PF>(t),
+            2 => tile::<2, NV, PF>(t),
+            3 => tile::<3, NV, PF>(t),
+            4 => tile::<4, NV, PF>(t),
+            5 => tile::<5, NV, PF>(t),
+            6 => tile::<6, NV, PF>(t),
+            7 => tile::<7, NV, PF>(t),
+            8 => tile::<8, NV, PF>(t),
+            9 => tile::<9, NV, PF>(t),
+            10 => tile::<10, NV, PF>(t),
+            11 => tile::<11, NV, PF>(t),
+            12 => tile::<12, NV, PF>(t),
+            13 => tile::<13, NV, PF>(t),
+            14 => tile::<14, NV, PF>(t),
             _ => unreachable!("tile height {h} > MR"),
         }
     }
@@ -193,7 +202,7 @@ unsafe fn dispatch<const NV: usize>(h: usize, t: &Tile) {
 #[cfg(target_arch = "x86_64")]
 #[inline]
 #[target_feature(enable = "avx512f")]
-unsafe fn tile<const R: usize, const NV: usize>(t: &Tile) {
+unsafe fn tile<const R: usize, const NV: usize, const PF: bool>(t: &Tile) {
     let lda = t.lda;
     // SAFETY: bias holds 16 * NV floats. Every iteration below has kk < t.k,
     // so `a` (advanced kk times) plus i * lda for i < R and `b` (advanced
@@ -208,7 +217,13 @@ unsafe fn tile<const R: usize, const NV: usize>(t: &Tile) {
         let mut acc = [bias; R];
         let mut a = t.a;
         let mut b = t.b;
+        let mut pf = t.pf;
         for _ in 0..t.k {
+            if PF {
+                // Prefetching never faults, so `pf` needs no bounds.
+                _mm_prefetch::<_MM_HINT_T1>(pf.cast());
+                pf = pf.wrapping_add(16);
+            }
             let mut bv = [_mm512_setzero_ps(); NV];
             for (v, bv) in bv.iter_mut().enumerate() {
                 *bv = _mm512_loadu_ps(b.add(16 * v));
