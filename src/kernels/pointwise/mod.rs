@@ -242,7 +242,7 @@ impl PackedPointwise {
         let (k, nr) = (self.k, self.nr);
         let panels = self.panels();
         let slices = nr / PREFETCH_SLICE;
-        if panels.len() * size_of::<f32>() < PREFETCH_MIN_BYTES
+        if std::mem::size_of_val(panels) < PREFETCH_MIN_BYTES
             || tile_index >= slices
             || p + 1 >= end
         {
