@@ -78,25 +78,34 @@ fn check(cfg: &MobileNetConfig, batch: usize, thread_counts: &[usize]) {
     let reference = net.forward(&x).unwrap();
     for isa in Isa::supported() {
         // Fused with the default bands (one per layer on small maps), with
-        // 4 KiB bands (many per layer, thin last ones), and unfused.
+        // 4 KiB bands (many per layer, thin last ones), unfused, and with
+        // every leading block chained (in bands of one row, and of as many
+        // rows as 64 KiB of scratch allows).
         let default_band = PlanOptions::default().band_bytes;
-        for (fuse_separable, band_bytes) in
-            [(true, default_band), (true, 4 << 10), (false, default_band)]
-        {
+        let variants = [
+            (true, default_band, None, 0),
+            (true, 4 << 10, None, 0),
+            (false, default_band, None, 0),
+            (true, default_band, Some(0), 0),
+            (true, default_band, Some(0), 64 << 10),
+        ];
+        for (fuse_separable, band_bytes, chain_min_bytes, chain_scratch_bytes) in variants {
             // Split every step across the threads, however small, so that
             // the parallel paths are exercised on small test networks too.
             let options = PlanOptions {
                 isa: Some(isa),
                 fuse_separable,
                 band_bytes,
+                chain_min_bytes,
+                chain_scratch_bytes,
                 min_parallel_mult_adds: 0,
                 ..Default::default()
             };
             for &threads in thread_counts {
                 let got = engine_logits(&net, &x, &options, threads);
                 let what = format!(
-                    "{} batch {batch} {isa} fuse {fuse_separable} band {band_bytes} B threads \
-                     {threads}",
+                    "{} batch {batch} {isa} fuse {fuse_separable} band {band_bytes} B chain \
+                     {chain_min_bytes:?} in {chain_scratch_bytes} B threads {threads}",
                     cfg.name()
                 );
                 assert_close(&reference, &got, &what);
@@ -146,7 +155,7 @@ fn engine_matches_reference_across_batches_and_threads() {
 
 #[test]
 fn engine_matches_reference_for_variants_and_conventions() {
-    for variant in [Variant::Conv, Variant::Shallow] {
+    for variant in [Variant::MobileNet, Variant::Conv, Variant::Shallow] {
         for (activation, padding) in [
             (Activation::Relu, PaddingMode::Symmetric),
             (Activation::Relu6, PaddingMode::TfSame),

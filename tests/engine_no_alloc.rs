@@ -22,11 +22,24 @@ fn run_allocates_nothing() {
         ..Default::default()
     };
     let net = MobileNet::random(&cfg, 1).unwrap();
-    let plan = Plan::compile(&net, &PlanOptions::default()).unwrap();
+    // The defaults, and every leading block chained (at this size the
+    // defaults chain nothing).
+    let chained = PlanOptions {
+        chain_min_bytes: Some(0),
+        chain_scratch_bytes: 64 << 10,
+        ..Default::default()
+    };
+    for options in [PlanOptions::default(), chained] {
+        let plan = Plan::compile(&net, &options).unwrap();
+        check_runs(&plan);
+    }
+}
+
+fn check_runs(plan: &Plan) {
     for threads in [1, 2] {
         for batch in [1, 4] {
             let par = Parallelism::new(threads).unwrap();
-            let mut ws = Workspace::new(&plan, &par);
+            let mut ws = Workspace::new(plan, &par);
             let input = vec![0.25f32; batch * plan.input_len()];
             let mut logits = vec![0.0f32; batch * plan.classes()];
             // Warm-up: the pool's threads start and settle.

@@ -67,6 +67,17 @@ pub struct EngineArgs {
     /// by default).
     #[arg(long, hide_short_help = true)]
     pub no_column_split: bool,
+    /// Tuning: run every step over whole images, without chaining the
+    /// leading layers band by band.
+    #[arg(long, hide_short_help = true)]
+    pub no_chain: bool,
+    /// Tuning: chain the leading layers whose outputs have at least this
+    /// many KiB.
+    #[arg(long, hide_short_help = true)]
+    pub chain_min_kib: Option<usize>,
+    /// Tuning: scratch per thread for the chained layers' bands, in KiB.
+    #[arg(long, hide_short_help = true)]
+    pub chain_scratch_kib: Option<usize>,
 }
 
 /// An integer model ready to run, with everything needed to run it.
@@ -190,6 +201,17 @@ impl EngineArgs {
                 .min_parallel_mult_adds
                 .unwrap_or(defaults.min_parallel_mult_adds),
             split_columns: !self.no_column_split,
+            chain_min_bytes: match (
+                self.no_chain || !fuse_by_default || self.no_fuse,
+                self.chain_min_kib,
+            ) {
+                (true, _) => None,
+                (false, None) => defaults.chain_min_bytes,
+                (false, Some(k)) => Some(k.saturating_mul(1024)),
+            },
+            chain_scratch_bytes: self
+                .chain_scratch_kib
+                .map_or(defaults.chain_scratch_bytes, |k| k.saturating_mul(1024)),
         };
         let plan = Plan::compile(&net, &options)?;
         let par = Parallelism::new(self.threads)?;

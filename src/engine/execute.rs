@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
 
+use crate::engine::chain;
 use crate::engine::plan::{CLASSIFIER_BLOCK, Op, Plan, Step};
 use crate::engine::workspace::Lane;
 use crate::engine::{Parallelism, Workspace};
@@ -245,6 +246,12 @@ impl Plan {
                         r = end;
                     }
                     Ok(())
+                })
+            }
+            Op::Chain { stages, band_rows } => {
+                let (out_h, row) = chain::output_rows(stages);
+                split(dst, out_h, row, bands, |rows, out, band| {
+                    chain::run_chain(stages, *band_rows, src, rows, out, band, epilogue)
                 })
             }
             Op::PoolClassifier { .. } => Err(Error::Shape("pool + classifier runs last".into())),

@@ -5,9 +5,11 @@
 //! the activation into each kernel's fused clamp, packs the weights for the
 //! instruction set chosen once from runtime CPU detection, fuses each
 //! depthwise layer with the pointwise layer after it over bands of rows (so
-//! the depthwise output stays in cache), and sizes every buffer. A [`Plan`]
-//! is immutable and can be shared by threads; each caller brings its own
-//! [`Workspace`] and [`Parallelism`].
+//! the depthwise output stays in cache), chains the leading layers with
+//! large outputs (the stem and the first blocks at 224 px) so that they
+//! run a few rows at a time through all of them, and sizes every buffer.
+//! A [`Plan`] is immutable and can be shared by threads; each caller brings
+//! its own [`Workspace`] and [`Parallelism`].
 //!
 //! ```
 //! use mobilenet::engine::{Parallelism, Plan, PlanOptions, Workspace};
@@ -24,6 +26,7 @@
 //! # Ok::<(), mobilenet::Error>(())
 //! ```
 
+mod chain;
 mod execute;
 mod fold;
 pub(crate) use fold::fold_batch_norm;

@@ -1,6 +1,7 @@
 //! Compiling a network into an execution plan.
 
 use crate::cost::LayerCost;
+use crate::engine::chain::{self, Stage};
 use crate::engine::fold::fold_batch_norm;
 use crate::error::{Error, Result};
 use crate::kernels::depthwise::{Conv3x3Geometry, PackedDepthwise3x3};
@@ -33,6 +34,17 @@ pub struct PlanOptions {
     /// for 1.0 MobileNet-224 on a Zen 5 core, whose FMAs outrun the
     /// weights' streaming when a 14x14 layer runs one row per band.
     pub band_bytes: usize,
+    /// Run the leading steps whose outputs have at least this many bytes
+    /// (at 224 px and α 1.0: the stem and blocks 1-3, 1.6-3.2 MB each) as
+    /// one chain, a band of rows at a time through all of them, so that
+    /// those activations stay in L2 (see [`chain_scratch_bytes`]); `None`
+    /// runs every step over whole images.
+    ///
+    /// [`chain_scratch_bytes`]: Self::chain_scratch_bytes
+    pub chain_min_bytes: Option<usize>,
+    /// Scratch memory per thread for a chain's rows: its bands are as tall
+    /// as this allows.
+    pub chain_scratch_bytes: usize,
     /// Fuse only blocks whose output has at least this many rows: smaller
     /// maps are split across threads better pixel by pixel.
     pub min_fused_rows: usize,
@@ -52,6 +64,8 @@ impl Default for PlanOptions {
             isa: None,
             fuse_separable: true,
             band_bytes: 256 << 10,
+            chain_min_bytes: Some(1 << 20),
+            chain_scratch_bytes: 1 << 20,
             min_fused_rows: 8,
             min_parallel_mult_adds: 1_000_000,
             split_columns: true,
@@ -62,7 +76,8 @@ impl Default for PlanOptions {
 /// What one step of a plan is, for profiles and reports.
 #[derive(Clone, Debug, PartialEq)]
 pub struct StepInfo {
-    /// The layer's name, or `conv_dw_N+conv_pw_N` for a fused block.
+    /// The layer's name, `conv_dw_N+conv_pw_N` for a fused block, or
+    /// `first..last` for a chain of layers.
     pub name: String,
     /// The layer kinds it computes.
     pub kinds: Vec<LayerKind>,
@@ -97,6 +112,12 @@ pub(crate) enum Op {
         depthwise: PackedDepthwise3x3,
         geom: Conv3x3Geometry,
         pointwise: PackedPointwise,
+        band_rows: usize,
+    },
+    /// Several of the above (leading stem and separable steps) run band by
+    /// band together (see [`chain`]).
+    Chain {
+        stages: Vec<Stage>,
         band_rows: usize,
     },
     /// Global average pool, then the classifier as 1-row GEMMs over
@@ -273,6 +294,14 @@ impl Plan {
             steps.push(step);
             i += consumed;
         }
+        if let Some(min_bytes) = options.chain_min_bytes {
+            steps = chain_leading_steps(steps, min_bytes, options.chain_scratch_bytes);
+        }
+        for s in &steps {
+            if let Op::Chain { stages, band_rows } = &s.op {
+                band_len = band_len.max(chain::scratch_len(stages, *band_rows));
+            }
+        }
         match steps.last() {
             Some(Step {
                 op: Op::PoolClassifier { .. },
@@ -345,6 +374,67 @@ impl Plan {
     pub(crate) fn scratch_sizes(&self) -> [usize; 3] {
         [self.activation_len, self.band_len.max(1), self.pooled_len]
     }
+}
+
+/// Merges the leading stem and separable steps whose outputs have at least
+/// `min_bytes` into one [`Op::Chain`] (if there are two or more).
+fn chain_leading_steps(steps: Vec<Step>, min_bytes: usize, scratch_bytes: usize) -> Vec<Step> {
+    let chainable = |s: &Step| {
+        matches!(s.op, Op::Conv3x3 { .. } | Op::Separable { .. })
+            && s.out_len.saturating_mul(size_of::<f32>()) >= min_bytes
+    };
+    let count = steps
+        .iter()
+        .take_while(|s| chainable(s))
+        .count()
+        .min(chain::MAX_STAGES);
+    if count < 2 {
+        return steps;
+    }
+    let mut steps = steps.into_iter();
+    let mut stages = Vec::with_capacity(count);
+    let mut infos = Vec::with_capacity(count);
+    let (mut in_len, mut out_len) = (0, 0);
+    for (i, s) in steps.by_ref().take(count).enumerate() {
+        if i == 0 {
+            in_len = s.in_len;
+        }
+        out_len = s.out_len;
+        infos.push(s.info);
+        stages.push(match s.op {
+            Op::Conv3x3 { kernel, geom } => Stage::Conv3x3 { kernel, geom },
+            Op::Separable {
+                depthwise,
+                geom,
+                pointwise,
+                ..
+            } => Stage::Separable {
+                depthwise,
+                geom,
+                pointwise,
+            },
+            _ => unreachable!("only chainable steps are taken"),
+        });
+    }
+    let band_rows = chain::band_rows_for(&stages, scratch_bytes);
+    // Named by its first and last layer: "conv1..conv_pw_3".
+    let first_layer = infos[0].name.split('+').next().unwrap_or_default();
+    let last_layer = infos[count - 1].name.rsplit('+').next().unwrap_or_default();
+    let info = StepInfo {
+        name: format!("{first_layer}..{last_layer}"),
+        kinds: infos.iter().flat_map(|i| i.kinds.iter().copied()).collect(),
+        mult_adds: infos.iter().map(|i| i.mult_adds).sum(),
+        input: infos[0].input,
+        output: infos[count - 1].output,
+    };
+    let chained = Step {
+        info,
+        parallel: true,
+        op: Op::Chain { stages, band_rows },
+        in_len,
+        out_len,
+    };
+    std::iter::once(chained).chain(steps).collect()
 }
 
 fn step(specs: Vec<&LayerSpec>, op: Op) -> Step {
