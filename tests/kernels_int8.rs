@@ -495,6 +495,52 @@ proptest! {
 /// Shrunk from a proptest failure: the vector epilogues pack to 16 bits
 /// with saturation, yet a rescaled value near `i32::MAX` plus the zero
 /// point must wrap to a negative value as in the scalar form.
+/// Weights larger than L2 at MobileNet's sizes (up to 1 MiB) and row
+/// counts that split into several cache blocks, with ragged last panels:
+/// the GEMM still equals the reference fully connected layer.
+#[test]
+fn gemm_with_large_weights_and_several_row_blocks() {
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    let q = |s, z| QuantParams::new(s, z).unwrap();
+    for (m, k, n) in [(49, 1024, 300), (133, 700, 400), (7, 2050, 130)] {
+        let spec = FullyConnectedSpec {
+            batches: m,
+            depth: k,
+            units: n,
+            input: q(0.02, 3),
+            filter: q(0.01, 128),
+            // About 50 codes per standard deviation of the sums.
+            output: q(2e-4 * (k as f32).sqrt() * 220.0, 128),
+            activation: Activation::None,
+        };
+        let weights = bytes(&mut rng, n * k);
+        let bias = biases(&mut rng, n);
+        let input = bytes(&mut rng, m * k);
+        let reference = FullyConnected::new(&spec, &weights, Some(&bias)).unwrap();
+        let mut want = vec![0u8; m * n];
+        reference.run(&input, &mut want).unwrap();
+        let saturated = want.iter().filter(|&&v| v == 0 || v == 255).count();
+        assert!(
+            saturated * 10 < want.len(),
+            "{saturated} of {} saturated",
+            want.len()
+        );
+        let stage = OutputStage::new(
+            conv_multiplier(spec.input, spec.filter, spec.output),
+            spec.output,
+            spec.activation,
+        )
+        .unwrap();
+        for isa in isas() {
+            let gemm =
+                PackedGemm::new(isa, &weights, n, k, 128, 3, &bias, quant_of(&stage, n)).unwrap();
+            let mut got = vec![0u8; m * n];
+            gemm.run(&input, m, &mut got).unwrap();
+            assert_eq!(got, want, "{isa} m {m} k {k} n {n}");
+        }
+    }
+}
+
 #[test]
 fn requantize_zero_point_wraps_like_the_scalar_form() {
     let n = 33;
