@@ -261,17 +261,12 @@ pub(crate) fn run_chain(
 mod tests {
     use super::*;
     use crate::kernels::Isa;
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
 
     fn values(len: usize, seed: u32) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(0x9E37_79B9) | 1;
-        (0..len)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 17;
-                s ^= s << 5;
-                (s >> 8) as f32 / (1 << 23) as f32 - 1.0
-            })
-            .collect()
+        let mut rng = ChaCha8Rng::seed_from_u64(seed.into());
+        (0..len).map(|_| rng.random_range(-1.0..1.0)).collect()
     }
 
     /// A stem (3 -> 8, stride 2) and two separable stages (8 -> 12 at
