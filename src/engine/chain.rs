@@ -197,6 +197,15 @@ pub(crate) fn run_chain(
             "chain: {n} stages, at most {MAX_STAGES}"
         )));
     }
+    let last_row = last.out_row();
+    if rows.end > last.geom().out_h || out.len() != rows.len() * last_row {
+        return Err(Error::Shape(format!(
+            "chain: rows {rows:?} of {} into {} floats, expected {} per row",
+            last.geom().out_h,
+            out.len(),
+            last_row
+        )));
+    }
     // Carve the scratch: a window and a depthwise band per stage.
     let mut windows: [&mut [f32]; MAX_STAGES] = std::array::from_fn(|_| &mut [][..]);
     let mut mids: [&mut [f32]; MAX_STAGES] = std::array::from_fn(|_| &mut [][..]);
@@ -213,7 +222,6 @@ pub(crate) fn run_chain(
     let mut held: [Range<usize>; MAX_STAGES] = std::array::from_fn(|_| 0..0);
     let mut needs: [Range<usize>; MAX_STAGES] = std::array::from_fn(|_| 0..0);
     let first_h = stages[0].geom().in_h;
-    let last_row = last.out_row();
     let mut band = rows.start;
     while band < rows.end {
         let end = (band + band_rows).min(rows.end);
@@ -404,5 +412,21 @@ mod tests {
             Epilogue::RELU,
         );
         assert!(err.is_err());
+        // An output of the wrong length, and rows past the end.
+        let mut scratch = vec![0.0; scratch_len(&stages, 2)];
+        let row = output_rows(&stages).1;
+        for (rows, len) in [(0..out_h, out_h * row - 1), (1..out_h + 1, out_h * row)] {
+            let mut out = vec![0.0; len];
+            let got = run_chain(
+                &stages,
+                2,
+                &input,
+                rows,
+                &mut out,
+                &mut scratch,
+                Epilogue::RELU,
+            );
+            assert!(got.is_err());
+        }
     }
 }
