@@ -78,8 +78,8 @@ unsafe fn run_impl(
     let (k, n, rows) = (pk.k, pk.n, out.rows());
     let a_base = input.as_ptr();
     let (c_base, ldc, first_col) = (out.as_mut_ptr(), out.stride(), out.first_col());
-    // The tile of rows r.. against panel p.
-    let tile_at = |p: usize, r: usize| {
+    // The tile of rows r.. against panel p, prefetching from `pf`.
+    let tile_at = |p: usize, r: usize, pf: *const f32| {
         let n0 = p * NR;
         let width = panel_width(n, NR, p);
         let cols = (n - n0).min(width);
@@ -103,7 +103,7 @@ unsafe fn run_impl(
                 (1u16 << tail) - 1
             },
             ep,
-            pf: std::ptr::null(),
+            pf,
         }
     };
     let mr = tile_rows(k);
@@ -125,8 +125,7 @@ unsafe fn run_impl(
                 // of `width` floats. No other reference to the output is
                 // live.
                 unsafe {
-                    let mut t = tile_at(p, r);
-                    t.pf = pf;
+                    let t = tile_at(p, r, pf);
                     match (wide, pf.is_null()) {
                         (true, true) => dispatch::<2, false>(h, &t),
                         (true, false) => dispatch::<2, true>(h, &t),
